@@ -17,6 +17,23 @@ from spec_impl.autodiff import (  # noqa: E402
     tape_gradients,
     tf_cube,
 )
+from spec_impl.cnn import SubclassedCNN, functional_cnn, logits_loss, sequential_cnn, subclassed_cnn  # noqa: E402
+from spec_impl.data import load_dataset, load_regression  # noqa: E402
+from spec_impl.deep_dive import (  # noqa: E402
+    Classifier,
+    CustomerTicketModel,
+    add_difficulty_head,
+    get_mnist_model,
+    my_example_model,
+    ticket_classifier,
+)
+from spec_impl.inception import (  # noqa: E402
+    ConvModule,
+    DownsampleModule,
+    InceptionModel,
+    InceptionModule,
+    MiniInception,
+)
 from spec_impl.registry import MODELS, get_model_spec, parameter_counts  # noqa: E402
 
 __version__ = "0.1.0"

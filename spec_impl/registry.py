@@ -17,9 +17,11 @@ class ModelSpec:
         build: a callable `build(input_shape, num_classes)` returning a built Keras model.
         input_shape: the documented input shape, without the batch axis.
         documented: the documents' counts, `{"total": ..., "trainable": ..., "non_trainable": ...}`
-            (only the keys a document prints).
+            (only the keys a document gives).
         source: where the documented numbers come from.
         classifier: whether `spec-impl train` can train it on image classification data.
+        from_logits: whether the model returns logits (else probabilities).
+        num_classes: the default number of classes.
     """
 
     name: str
@@ -28,18 +30,55 @@ class ModelSpec:
     documented: dict = field(default_factory=dict)
     source: str = ""
     classifier: bool = True
+    from_logits: bool = False
     num_classes: Optional[int] = 10
 
 
 MODELS: dict = {}
 
 
-def register(spec):
-    """Add `spec` to the table (once per name) and return it."""
-    if spec.name in MODELS:
-        raise ValueError(f"A model named {spec.name!r} is already registered.")
-    MODELS[spec.name] = spec
-    return spec
+def _built(model_cls, input_shape, num_classes):
+    model = model_cls(num_classes)
+    model.build((None, *input_shape))
+    return model
+
+
+def _default_specs():
+    """Every model of the package, imported lazily so that the registry imports no TensorFlow."""
+    from spec_impl import cnn, deep_dive, inception
+
+    cnn_doc = {"total": 20_426, "non_trainable": 192}
+    cnn_src = "doc 000 layer sizes at 28x28x3"
+    ticket = lambda shape, n: deep_dive.ticket_classifier()  # noqa: E731
+    return [
+        ModelSpec("sequential_cnn", lambda s, n: cnn.sequential_cnn(s, n), (28, 28, 3), cnn_doc,
+                  cnn_src, from_logits=True),
+        ModelSpec("functional_cnn", lambda s, n: cnn.functional_cnn(s, n), (28, 28, 3), cnn_doc,
+                  cnn_src, from_logits=True),
+        ModelSpec("subclassed_cnn", lambda s, n: cnn.subclassed_cnn(s, n), (28, 28, 3), cnn_doc,
+                  cnn_src, from_logits=True),
+        ModelSpec("mini_inception", lambda s, n: _built(inception.MiniInception, s, n), (32, 32, 3),
+                  {"total": 1_656_250, "trainable": 1_652_826, "non_trainable": 3_424},
+                  "doc 000 summary"),
+        ModelSpec("inception_model", lambda s, n: _built(inception.InceptionModel, s, n),
+                  (28, 28, 1), {}, "doc 001 prints no counts"),
+        ModelSpec("mnist_mlp", lambda s, n: deep_dive.get_mnist_model(s[0], n), (784,),
+                  {"total": 407_050}, "doc 002 layer sizes"),
+        ModelSpec("my_example_model", lambda s, n: deep_dive.my_example_model(), (3,),
+                  {"total": 906, "trainable": 906, "non_trainable": 0}, "doc 002 summary",
+                  classifier=False),
+        ModelSpec("ticket_classifier", ticket, (10_000,), {"total": 1_286_789},
+                  "doc 002 layer sizes", classifier=False),
+        ModelSpec("ticket_with_difficulty", lambda s, n: deep_dive.add_difficulty_head(ticket(s, n)),
+                  (10_000,), {"total": 1_286_984}, "doc 002 layer sizes", classifier=False),
+    ]
+
+
+def _load_all():
+    if not MODELS:
+        for spec in _default_specs():
+            MODELS[spec.name] = spec
+    return MODELS
 
 
 def get_model_spec(name):
@@ -50,9 +89,9 @@ def get_model_spec(name):
     return MODELS[name]
 
 
-def _load_all():
-    """Import the modules whose import registers models."""
-    import spec_impl  # noqa: F401  (the package root imports every model module)
+def classifier_names():
+    """Names of the models `spec-impl train` can train on image data."""
+    return [name for name, spec in _load_all().items() if spec.classifier]
 
 
 def parameter_counts(model):
@@ -77,7 +116,7 @@ def summary_rows():
 
 def format_summary(rows):
     """A plain-text table: model, input shape, counts, documented counts, agreement."""
-    header = f"{'model':<22}{'input':<16}{'total':>11}{'trainable':>11}{'non-train':>11}  documented (source)"
+    header = f"{'model':<24}{'input':<16}{'total':>11}{'trainable':>11}{'non-train':>11}  documented (source)"
     lines = [header, "-" * len(header)]
     for spec, counts in rows:
         doc = spec.documented
@@ -88,7 +127,7 @@ def format_summary(rows):
         else:
             doc_text = "not printed by the documents"
         lines.append(
-            f"{spec.name:<22}{str(spec.input_shape):<16}{counts['total']:>11,}"
+            f"{spec.name:<24}{str(spec.input_shape):<16}{counts['total']:>11,}"
             f"{counts['trainable']:>11,}{counts['non_trainable']:>11,}  {doc_text}"
         )
     if not rows:

@@ -6,11 +6,138 @@ DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-6
 
 
+def to_numpy(x):
+    """A NumPy array from a tensor, a variable or an array-like."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
 def assert_allclose(actual, expected, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, err_msg=""):
     """Assert that two array-likes (tensors included) are equal within tolerance.
 
     The defaults are tight; a caller that loosens them states why at the call site.
     """
     np.testing.assert_allclose(
-        np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol, err_msg=err_msg
+        to_numpy(actual), to_numpy(expected), atol=atol, rtol=rtol, err_msg=err_msg
     )
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _symbolic_inputs(input_data):
+    import keras
+
+    if isinstance(input_data, dict):
+        return {k: keras.Input(shape=np.shape(v)[1:], name=k) for k, v in input_data.items()}
+    if isinstance(input_data, (list, tuple)):
+        return [keras.Input(shape=np.shape(v)[1:]) for v in input_data]
+    return keras.Input(shape=np.shape(input_data)[1:])
+
+
+def _shapes(outputs):
+    return [tuple(o.shape) for o in _as_list(outputs)]
+
+
+def run_layer_test(
+    make,
+    input_data,
+    expected_output_shape,
+    *,
+    tmp_path,
+    expected_num_trainable_weights=None,
+    expected_num_non_trainable_weights=None,
+    expected_num_params=None,
+    train_target=None,
+    loss="mse",
+    run_training_step=True,
+):
+    """The contract every layer and model of the package meets, as Keras's `run_layer_test`.
+
+    Checks, in order: a symbolic call gives the expected output shape (batch axis `None`); an
+    eager call gives it with the real batch size; the trainable / non-trainable weight counts (and
+    parameter count); `get_config` -> `from_config` reproduces the config and, with copied weights,
+    the outputs; a `.keras` save and reload (without `custom_objects`) predicts identically; one
+    training step changes the trainable weights and gives a finite loss.
+
+    Args:
+        make: a zero-argument callable returning a fresh layer or model.
+        input_data: a NumPy array, or a list / dict of arrays for several inputs.
+        expected_output_shape: the output shape(s) *without* the batch axis; a list of tuples
+            for several outputs.
+        tmp_path: a folder for the `.keras` file.
+        expected_num_trainable_weights: number of trainable weight tensors, or `None`.
+        expected_num_non_trainable_weights: number of non-trainable weight tensors, or `None`.
+        expected_num_params: total parameter count, or `None`.
+        train_target: targets for the training step (zeros shaped like the output by default).
+        loss: the loss of the training step.
+        run_training_step: `False` for objects without trainable weights.
+
+    Returns:
+        The eager outputs of the first object, for further assertions.
+    """
+    import keras
+
+    expected = [tuple(s) for s in (expected_output_shape if isinstance(expected_output_shape, list)
+                                   else [expected_output_shape])]
+    batch = len(next(iter(input_data.values()))) if isinstance(input_data, dict) else len(
+        _as_list(input_data)[0])
+
+    # 1. Symbolic call.
+    symbolic_in = _symbolic_inputs(input_data)
+    obj = make()
+    symbolic_out = obj(symbolic_in)
+    assert _shapes(symbolic_out) == [(None, *s) for s in expected], (
+        f"symbolic output shapes {_shapes(symbolic_out)} != {[(None, *s) for s in expected]}")
+
+    # 2. Eager call.
+    eager_out = obj(input_data)
+    assert _shapes(eager_out) == [(batch, *s) for s in expected], (
+        f"eager output shapes {_shapes(eager_out)} != {[(batch, *s) for s in expected]}")
+
+    # 3. Weights.
+    if expected_num_trainable_weights is not None:
+        got = len(obj.trainable_weights)
+        assert got == expected_num_trainable_weights, f"{got} trainable weights"
+    if expected_num_non_trainable_weights is not None:
+        got = len(obj.non_trainable_weights)
+        assert got == expected_num_non_trainable_weights, f"{got} non-trainable weights"
+    if expected_num_params is not None:
+        got = obj.count_params()
+        assert got == expected_num_params, f"{got} parameters"
+
+    # 4. get_config -> from_config.
+    config = obj.get_config()
+    clone = type(obj).from_config(config)
+    assert clone.get_config() == config
+    clone(input_data)
+    clone.set_weights(obj.get_weights())
+    for a, b in zip(_as_list(obj(input_data, training=False)),
+                    _as_list(clone(input_data, training=False))):
+        assert_allclose(a, b)
+
+    # 5. .keras round trip, without custom_objects.
+    if isinstance(obj, keras.Model):
+        model = obj
+    else:
+        model = keras.Model(symbolic_in, symbolic_out)
+    path = str(tmp_path / f"{type(obj).__name__}.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    before = _as_list(model.predict(input_data, verbose=0))
+    after = _as_list(reloaded.predict(input_data, verbose=0))
+    for a, b in zip(before, after):
+        assert_allclose(a, b)
+
+    # 6. One training step.
+    if run_training_step:
+        if train_target is None:
+            train_target = [np.zeros_like(to_numpy(o)) for o in _as_list(eager_out)]
+            train_target = train_target[0] if len(train_target) == 1 else train_target
+        start = [to_numpy(w).copy() for w in model.trainable_weights]
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+        history = model.fit(input_data, train_target, epochs=1, batch_size=batch, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        changed = [not np.array_equal(s, to_numpy(w)) for s, w in zip(start, model.trainable_weights)]
+        assert any(changed), "one training step changed no trainable weight"
+    return eager_out

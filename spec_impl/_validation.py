@@ -1,0 +1,33 @@
+"""Argument and input checks shared by the package's layers and models."""
+
+
+def check_positive_int(name, value):
+    """Raise `ValueError` unless `value` is a positive integer (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected a positive integer for `{name}`. Received: {name}={value!r}")
+    return value
+
+
+def check_choice(name, value, choices):
+    """Raise `ValueError` unless `value` is one of `choices`."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Expected `{name}` to be one of {listed}. Received: {name}={value!r}")
+    return value
+
+
+def check_input_shape(model_name, expected, received):
+    """Raise `ValueError` unless `received` (with batch axis) matches `expected` (without).
+
+    `None` in `expected` matches any size. Rank and every known size are compared.
+    """
+    received = tuple(received)
+    expected = tuple(expected)
+    ok = len(received) == len(expected) + 1 and all(
+        e is None or r is None or e == r for e, r in zip(expected, received[1:])
+    )
+    if not ok:
+        shown = "(batch, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(
+            f"{model_name} expects inputs of shape {shown}. Received: shape={received}"
+        )
