@@ -34,6 +34,31 @@ from spec_impl.inception import (  # noqa: E402
     InceptionModule,
     MiniInception,
 )
+from spec_impl.custom_functions import (  # noqa: E402
+    MyL1Regularizer,
+    documented_dense,
+    my_glorot_initializer,
+    my_l1_regularizer,
+    my_positive_weights,
+    my_softplus,
+)
+from spec_impl.layers import (  # noqa: E402
+    Exponential,
+    MyDense,
+    MyGaussianNoise,
+    MyMultiLayer,
+    ResidualBlock,
+    exponential_layer,
+)
+from spec_impl.losses import HuberLoss, create_huber, huber_fn  # noqa: E402
+from spec_impl.metrics import HuberMetric, RootMeanSquaredError  # noqa: E402
+from spec_impl.regressors import (  # noqa: E402
+    CustomModel,
+    ReconstructionRegressor,
+    ResidualRegressor,
+    custom_mnist_model,
+)
+from spec_impl.saving import check_keras_archive, load_model_checked, save_model_atomic  # noqa: E402
 from spec_impl.registry import MODELS, get_model_spec, parameter_counts  # noqa: E402
 
 __version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""Streaming metrics: `HuberMetric` (document 003) and `RootMeanSquaredError` (document 002)."""
+
+import keras
+from keras import ops
+
+from spec_impl.losses import DEFAULT_THRESHOLD, _check_threshold, _huber
+
+serializable = keras.saving.register_keras_serializable(package="spec_impl")
+
+
+@serializable
+class HuberMetric(keras.metrics.Metric):
+    """Mean Huber loss over every element seen since the last reset.
+
+    Args:
+        threshold: the Huber threshold; positive.
+        **kwargs: `name`, `dtype`.
+    """
+
+    def __init__(self, threshold=DEFAULT_THRESHOLD, name="huber_metric", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = _check_threshold(threshold)
+        self.total = self.add_weight(name="total", initializer="zeros")
+        self.count = self.add_weight(name="count", initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = _huber(y_true, y_pred, self.threshold)
+        weights = ops.ones_like(values)
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, values.dtype)
+            weights = weights * ops.reshape(sample_weight, (-1,) + (1,) * (values.ndim - 1))
+        self.total.assign_add(ops.sum(values * weights))
+        self.count.assign_add(ops.sum(weights))
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+@serializable
+class RootMeanSquaredError(keras.metrics.Metric):
+    """Document 002's RMSE between one-hot sparse labels and predicted probabilities.
+
+    `sqrt(sum((one_hot(y) - p)**2) / samples)`: squared errors are summed over the classes and
+    averaged over the samples.
+
+    Args:
+        name: the metric's name.
+    """
+
+    def __init__(self, name="rmse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.mse_sum = self.add_weight(name="mse_sum", initializer="zeros")
+        self.total_samples = self.add_weight(name="total_samples", initializer="zeros",
+                                             dtype="int32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[1],
+                             dtype=y_pred.dtype)
+        self.mse_sum.assign_add(ops.sum(ops.square(y_true - y_pred)))
+        self.total_samples.assign_add(ops.shape(y_pred)[0])
+
+    def result(self):
+        return ops.sqrt(ops.divide_no_nan(self.mse_sum, ops.cast(self.total_samples, "float32")))
+
+    def reset_state(self):
+        self.mse_sum.assign(0.0)
+        self.total_samples.assign(0)

@@ -1,0 +1,96 @@
+"""Saving that never leaves a half-written model behind, and loading that says what is wrong.
+
+Keras 3 writes a `.keras` archive in place: a save interrupted midway leaves a truncated file
+under the final name (and the previous good file is already gone), and `load_model` then reports
+a truncated archive as "File not found". `save_model_atomic` writes to a temporary file in the
+same folder and renames it over the target only once it is complete; `load_model_checked`
+checks the archive first and raises a `ValueError` that names the problem.
+"""
+
+import os
+import tempfile
+import zipfile
+
+import keras
+
+KERAS_SUFFIX = ".keras"
+# Entries every .keras archive holds (Keras 3's saving_lib).
+KERAS_ARCHIVE_ENTRIES = ("config.json", "metadata.json")
+
+
+def _check_suffix(path):
+    if not str(path).endswith(KERAS_SUFFIX):
+        raise ValueError(f"Expected a path ending in '{KERAS_SUFFIX}'. Received: path={path!r}")
+
+
+def save_model_atomic(model, path):
+    """Save `model` to the `.keras` file `path` atomically.
+
+    The model is written to a temporary `.keras` file in the same folder, flushed to disk, then
+    renamed over `path` (`os.replace`, atomic on POSIX). An interrupted save leaves `path` as it
+    was: absent, or the previous complete model.
+
+    Args:
+        model: a Keras model.
+        path: the destination, ending in `.keras`.
+
+    Returns:
+        `path`.
+    """
+    _check_suffix(path)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=KERAS_SUFFIX,
+                               dir=folder)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def check_keras_archive(path):
+    """Raise a clear error unless `path` is a complete `.keras` archive."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such model file: {path}")
+    problem = None
+    if not zipfile.is_zipfile(path):
+        problem = "it is not a zip archive"
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            problem = f"it cannot be read as a zip archive ({e})"
+        else:
+            missing = [n for n in KERAS_ARCHIVE_ENTRIES if n not in names]
+            if bad is not None:
+                problem = f"its entry {bad!r} is corrupt"
+            elif missing:
+                problem = f"it lacks {missing}"
+    if problem:
+        raise ValueError(
+            f"{path} is truncated or not a Keras archive: {problem}. Expected a complete "
+            f"'.keras' file as written by model.save(); size on disk: {os.path.getsize(path)} bytes."
+        )
+
+
+def load_model_checked(path, **kwargs):
+    """`keras.models.load_model(path, **kwargs)` after checking a `.keras` archive is whole.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is truncated or not a Keras archive (where Keras itself would say
+            "File not found").
+    """
+    if str(path).endswith(KERAS_SUFFIX):
+        check_keras_archive(path)
+    return keras.models.load_model(path, **kwargs)

@@ -1,0 +1,102 @@
+"""Streaming metrics: Precision demo, HuberMetric (003), RootMeanSquaredError (002)."""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from spec_impl import HuberMetric, RootMeanSquaredError, create_huber
+from spec_impl.testing import assert_allclose
+
+# Document 003: the two mocked steps give precision 0.5 with 4 true and 4 false positives.
+PRECISION_CALLS = [([0, 1, 1, 1, 0, 1, 0, 1], [1, 1, 0, 1, 0, 1, 0, 1]),
+                   ([0, 1, 0, 0, 1, 0, 1, 1], [1, 0, 1, 1, 0, 0, 0, 0])]
+PRECISION_RESULT, TRUE_POSITIVES, FALSE_POSITIVES = 0.5, [4.0], [4.0]
+# Document 003: HuberMetric(2.0) gives 14.0, then 7.0.
+HUBER_STEPS = [(([[2.0]], [[10.0]]), 14.0), (([[0.0], [5.0]], [[1.0], [9.25]]), 7.0)]
+
+
+def test_precision_demo():
+    precision = keras.metrics.Precision()
+    for y_true, y_pred in PRECISION_CALLS:
+        precision(y_true, y_pred)
+    assert float(precision.result()) == PRECISION_RESULT
+    variables = {v.name: v.numpy().tolist() for v in precision.variables}
+    assert variables == {"true_positives": TRUE_POSITIVES, "false_positives": FALSE_POSITIVES}
+    precision.reset_state()
+    assert float(precision.result()) == 0.0
+    assert all(v.numpy().tolist() == [0.0] for v in precision.variables)
+
+
+def test_reset_states_is_gone_in_keras3():
+    # Documents 000, 001 and 003 call metric.reset_states(); Keras 3 has only reset_state().
+    with pytest.raises(AttributeError, match="reset_states"):
+        keras.metrics.Precision().reset_states()
+
+
+def test_huber_metric_documented_values():
+    m = HuberMetric(2.0)
+    for (y_true, y_pred), expected in HUBER_STEPS:
+        assert float(m(y_true, y_pred)) == expected
+    assert m.total.numpy() == 21.0 and m.count.numpy() == 3.0
+    m.reset_state()
+    assert float(m.result()) == 0.0
+
+
+@given(arrays(np.float32, st.integers(2, 40), elements=st.floats(-50, 50, width=32)),
+       st.integers(1, 5), st.floats(0.1, 5))
+def test_huber_metric_streams_to_the_whole_batch_mean(errors, n_chunks, threshold):
+    y_true = np.zeros_like(errors).reshape(-1, 1)
+    y_pred = errors.reshape(-1, 1)
+    m = HuberMetric(threshold)
+    for t, p in zip(np.array_split(y_true, n_chunks), np.array_split(y_pred, n_chunks)):
+        if len(t):
+            m.update_state(t, p)
+    whole = np.mean(create_huber(threshold)(y_true, y_pred))
+    assert_allclose(m.result(), whole, atol=1e-4, rtol=1e-5)  # float32 sums of up to 40 terms
+
+
+def test_huber_metric_sample_weight():
+    m = HuberMetric(1.0)
+    m.update_state([[0.0], [0.0]], [[0.5], [3.0]], sample_weight=[1.0, 0.0])
+    assert_allclose(m.result(), 0.125)
+
+
+def test_huber_metric_config_and_round_trip():
+    m = HuberMetric(2.0, name="hm")
+    clone = HuberMetric.from_config(m.get_config())
+    assert clone.threshold == 2.0 and clone.name == "hm"
+
+
+def rmse_reference(y, p):
+    one_hot = np.eye(p.shape[1])[y]
+    return np.sqrt(((one_hot - p) ** 2).sum() / len(y))
+
+
+@given(st.integers(2, 30), st.integers(1, 4), st.integers(0, 2**16))
+def test_rmse_streams_to_the_batch_value(n, n_chunks, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(5), size=n).astype("float32")
+    y = rng.integers(0, 5, n)
+    m = RootMeanSquaredError()
+    for yc, pc in zip(np.array_split(y, n_chunks), np.array_split(p, n_chunks)):
+        if len(yc):
+            m.update_state(yc, pc)
+    assert_allclose(m.result(), rmse_reference(y, p), atol=1e-6, rtol=1e-5)
+    m.reset_state()
+    assert float(m.result()) == 0.0 and int(m.total_samples.numpy()) == 0
+
+
+def test_rmse_hand_value_and_use_in_compile():
+    m = RootMeanSquaredError()
+    m.update_state(np.array([0, 1]), np.array([[1.0, 0.0], [1.0, 0.0]]))
+    assert_allclose(m.result(), 1.0)  # errors: 0, then 1 + 1 over 2 samples -> sqrt(1)
+    assert m.name == "rmse"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy", RootMeanSquaredError()])
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    history = model.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    assert 0 < history.history["rmse"][0] < np.sqrt(2)

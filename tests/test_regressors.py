@@ -1,0 +1,123 @@
+"""Custom models: ResidualRegressor, ReconstructionRegressor (003), CustomModel (002)."""
+
+import keras
+import numpy as np
+import pytest
+
+from spec_impl import (
+    CustomModel,
+    ReconstructionRegressor,
+    ResidualRegressor,
+    custom_mnist_model,
+    load_dataset,
+    load_regression,
+)
+from spec_impl.testing import assert_allclose, run_layer_test
+
+RECONSTRUCTION_WEIGHT = 0.05  # document 003
+
+
+def residual_regressor_params(n_in, output_dim):
+    dense = lambda a, b: a * b + b  # noqa: E731
+    return dense(n_in, 30) + 2 * 2 * dense(30, 30) + dense(30, output_dim)
+
+
+def test_residual_regressor_structure_and_block_reuse(seed):
+    model = ResidualRegressor(1)
+    model.build((None, 5))
+    # block1 is applied four times but holds one set of weights.
+    assert model.count_params() == residual_regressor_params(5, 1)
+    assert model(np.zeros((2, 5), dtype="float32")).shape == (2, 1)
+
+
+def test_residual_regressor_contract(tmp_path):
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    run_layer_test(lambda: ResidualRegressor(2), x, (2,), tmp_path=tmp_path,
+                   expected_num_trainable_weights=12,
+                   expected_num_params=residual_regressor_params(5, 2))
+
+
+def test_documented_residual_regressor_get_config_is_broken():
+    class DocumentedResidualRegressor(ResidualRegressor):
+        def get_config(self):
+            return {**keras.Model.get_config(self), "output_dim": output_dim}  # noqa: F821
+
+    with pytest.raises(NameError, match="output_dim"):
+        DocumentedResidualRegressor(1).get_config()
+    assert ResidualRegressor(3).get_config()["output_dim"] == 3
+
+
+def test_residual_regressor_learns_make_regression(seed):
+    (x, y), (x_test, y_test) = load_regression("make_regression")
+    model = ResidualRegressor(1)
+    model.compile(optimizer=keras.optimizers.Nadam(0.01), loss="mse")
+    before = model.evaluate(x_test, y_test, verbose=0)
+    model.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    assert model.evaluate(x_test, y_test, verbose=0) < 0.1 * before
+
+
+def test_reconstruction_layer_is_created_in_build():
+    model = ReconstructionRegressor(1)
+    assert not hasattr(model, "reconstruct_layer")
+    model.build((None, 3))
+    assert model.reconstruct_layer.kernel.shape == (10, 3)
+
+
+def test_add_loss_holds_exactly_the_weighted_reconstruction_error(seed):
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype("float32")
+    model = ReconstructionRegressor(1)
+    model(x)
+    z = x
+    for layer in model.hidden:
+        z = layer(z)
+    expected = RECONSTRUCTION_WEIGHT * np.mean((model.reconstruct_layer(z).numpy() - x) ** 2)
+    assert len(model.losses) == 1
+    assert_allclose(model.losses[0], expected, rtol=1e-5)
+    assert ReconstructionRegressor(1, with_reconstruction_loss=False)(x) is not None
+    no_recon = ReconstructionRegressor(1, with_reconstruction_loss=False)
+    no_recon(x)
+    assert no_recon.losses == []
+
+
+def test_reconstruction_regressor_on_the_swiss_roll(seed):
+    (x, y), _ = load_regression("swiss_roll")
+    histories = {}
+    for with_recon in (False, True):
+        keras.utils.set_random_seed(0)
+        model = ReconstructionRegressor(1, with_reconstruction_loss=with_recon)
+        model.compile(loss="mse", optimizer="nadam")
+        histories[with_recon] = model.fit(x, y, epochs=4, validation_split=0.2, verbose=0).history
+    plain, recon = histories[False], histories[True]
+    assert "reconstruction_loss" not in plain
+    assert {"reconstruction_loss", "val_reconstruction_loss"} <= set(recon)
+    for history in (plain, recon):
+        assert history["loss"][-1] < history["loss"][0]
+    # The reported training loss includes 0.05 x the reconstruction error of the same batches.
+    assert all(r > 0 for r in recon["reconstruction_loss"])
+
+
+def test_reconstruction_regressor_round_trip(tmp_path):
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    model = ReconstructionRegressor(2)
+    model(x)
+    model.save(tmp_path / "r.keras")
+    reloaded = keras.models.load_model(tmp_path / "r.keras")
+    assert reloaded.with_reconstruction_loss is True
+    assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_custom_model_train_step_under_fit_evaluate_and_callbacks(seed):
+    (x, y), (x_test, y_test) = load_dataset("digits", input_shape=(64,))
+    model = custom_mnist_model(input_dim=64)
+    assert isinstance(model, CustomModel)
+    model.compile(optimizer=keras.optimizers.RMSprop())
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(dict(logs)))
+    history = model.fit(x, y, epochs=3, batch_size=64, validation_data=(x_test, y_test),
+                        callbacks=[record], verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert len(seen) == 3 and seen[-1]["loss"] == pytest.approx(history.history["loss"][-1])
+    results = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    assert results["accuracy"] > 0.8
+    assert [m.name for m in model.metrics] == ["loss", "accuracy"]
