@@ -59,6 +59,10 @@ from spec_impl.regressors import (  # noqa: E402
     custom_mnist_model,
 )
 from spec_impl.saving import check_keras_archive, load_model_checked, save_model_atomic  # noqa: E402
+from spec_impl.batchnorm import recalibrate_batch_norm  # noqa: E402
+from spec_impl.callbacks import LossHistory  # noqa: E402
+from spec_impl.engine import Trainer, train  # noqa: E402
+from spec_impl.evaluation import evaluate_classifier, predict_one, roc_auc_document  # noqa: E402
 from spec_impl.registry import MODELS, get_model_spec, parameter_counts  # noqa: E402
 
 __version__ = "0.1.0"

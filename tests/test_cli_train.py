@@ -1,0 +1,57 @@
+"""`spec-impl train`: artefacts, errors, resume."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "spec_impl", "train", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "256", "--out", str(out),
+               "--log-dir", str(out / "logs"), "--quiet")
+    return out, proc
+
+
+def test_train_writes_every_artefact(finished_run):
+    out, proc = finished_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("model.keras", "report.txt", "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "checkpoints" / "checkpoint").exists()
+    assert os.listdir(out / "logs" / "train") and os.listdir(out / "logs" / "validation")
+    assert "test accuracy" in proc.stdout and "tensorboard --logdir" in proc.stdout
+
+
+def test_existing_checkpoints_need_resume(finished_run):
+    out, _ = finished_run
+    proc = run("--model", "mnist_mlp", "--epochs", "1", "--out", str(out), "--quiet")
+    assert proc.returncode == 2
+    assert "Pass --resume to continue it" in proc.stderr
+
+
+def test_resume_continues_to_the_requested_epochs(finished_run):
+    out, _ = finished_run
+    proc = run("--model", "mnist_mlp", "--epochs", "2", "--limit", "256", "--out", str(out),
+               "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Epoch 2/2" in proc.stdout and "Epoch 1/2" not in proc.stdout
+
+
+def test_unknown_model_lists_the_valid_ones(tmp_path):
+    proc = run("--model", "resnet50", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "unknown model 'resnet50'. Valid models:" in proc.stderr and "mini_inception" in proc.stderr
+
+
+def test_unknown_dataset_lists_the_valid_ones(tmp_path):
+    proc = run("--model", "mnist_mlp", "--data", "imagenet", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "Unknown dataset 'imagenet'. Expected one of digits, mnist" in proc.stderr

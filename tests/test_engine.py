@@ -1,0 +1,299 @@
+"""The training engine: modes, tracing, TensorBoard, progress, callbacks, parity with `fit`,
+checkpoint / resume, and the checks before the first step."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from spec_impl import LossHistory, load_dataset, train
+from spec_impl.checkpointing import TrainingCheckpoint
+from spec_impl.engine import MODES, Trainer, as_dataset, resolve_metric
+from spec_impl.testing import assert_allclose
+
+N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
+STEPS = -(-N_TRAIN // BATCH)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), (x_test, y_test) = load_dataset("digits", input_shape=(64,))
+    return (x[:N_TRAIN], y[:N_TRAIN]), (x_test[:64], y_test[:64])
+
+
+def mlp(seed=0):
+    """A small classifier without randomness (no dropout)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def quiet_train(model, data, **kwargs):
+    kwargs.setdefault("loss", "sparse_categorical_crossentropy")
+    kwargs.setdefault("optimizer", keras.optimizers.Adam(1e-2))
+    kwargs.setdefault("verbose", 0)
+    kwargs.setdefault("batch_size", BATCH)
+    return train(model, data, **kwargs)
+
+
+def test_unknown_mode_lists_the_three(digits):
+    with pytest.raises(ValueError, match=r"one of eager, function, xla. Received: mode='jit'"):
+        quiet_train(mlp(), digits[0], mode="jit")
+
+
+def test_history_has_one_value_per_epoch_and_learns(digits):
+    history = quiet_train(mlp(), digits[0], epochs=3, validation_data=digits[1],
+                          metrics=["accuracy"])
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 for v in history.values())
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_step_functions_trace_once_across_epochs_and_a_partial_batch(digits):
+    # The traced signature has a free batch axis, so the partial last batch (4 of 32) does not
+    # add a trace: exactly one trace per step function after three epochs.
+    history = quiet_train(mlp(), digits[0], epochs=3, validation_data=digits[1])
+    trainer = history.trainer
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert trainer.test_step.experimental_get_tracing_count() == 1
+
+
+def test_loss_includes_model_losses(digits):
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(
+        10, activation="softmax", kernel_regularizer=keras.regularizers.L2(1.0))])
+    x, y = digits[0]
+    trainer = Trainer(model, loss="sparse_categorical_crossentropy", optimizer="sgd",
+                      element_spec=as_dataset((x, y), BATCH).element_spec)
+    model(x[:BATCH])
+    expected = (keras.losses.SparseCategoricalCrossentropy()(y[:BATCH], model(x[:BATCH]))
+                + tf.add_n(model.losses))
+    trainer.optimizer.build(model.trainable_variables)
+    assert_allclose(trainer.test_step(x[:BATCH], y[:BATCH]), expected, rtol=1e-5)
+
+
+def _scalars(folder):
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    scalars = {}
+    for tag in acc.Tags()["tensors"]:
+        events = acc.Tensors(tag)
+        if tf.make_ndarray(events[0].tensor_proto).dtype.kind == "f":  # not the model config
+            scalars[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events]
+    return scalars
+
+
+def test_tensorboard_scalars_per_batch_and_epoch(digits, tmp_path):
+    epochs = 2
+    history = quiet_train(mlp(), digits[0], epochs=epochs, validation_data=digits[1],
+                          metrics=["accuracy"], log_dir=str(tmp_path))
+    train_scalars = _scalars(tmp_path / "train")
+    val_scalars = _scalars(tmp_path / "validation")
+    tags = {"batch_loss", "batch_accuracy", "epoch_loss", "epoch_accuracy"}
+    assert set(train_scalars) == tags and set(val_scalars) == tags
+    assert [s for s, _ in train_scalars["batch_loss"]] == list(range(1, epochs * STEPS + 1))
+    assert [s for s, _ in train_scalars["epoch_loss"]] == list(range(epochs))
+    assert_allclose([v for _, v in train_scalars["epoch_loss"]], history["loss"])
+    assert_allclose([v for _, v in val_scalars["epoch_loss"]], history["val_loss"])
+    assert_allclose([v for _, v in val_scalars["epoch_accuracy"]], history["val_accuracy"])
+    # The last batch scalar of an epoch is the epoch's running mean (document 000 logs per batch).
+    assert train_scalars["batch_loss"][STEPS - 1][1] == pytest.approx(history["loss"][0], rel=1e-6)
+    val_steps = len(digits[1][0]) // BATCH
+    assert [s for s, _ in val_scalars["batch_loss"]] == list(range(1, epochs * val_steps + 1))
+
+
+def test_progress_bar_when_verbose(digits, capsys):
+    quiet_train(mlp(), digits[0], epochs=1, verbose=1, validation_data=digits[1])
+    out = capsys.readouterr().out
+    assert "Epoch 1/1" in out and f"{STEPS}/{STEPS}" in out and "val_loss" in out
+
+
+def test_silent_when_verbose_zero(digits, capsys):
+    quiet_train(mlp(), digits[0], epochs=1, verbose=0, validation_data=digits[1])
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_modes_agree_with_fit(mode, digits):
+    x, y = digits[0]
+    reference = mlp()
+    initial = reference.get_weights()
+    reference.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss="sparse_categorical_crossentropy")
+    reference.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    model = mlp()
+    model.set_weights(initial)
+    quiet_train(model, (x, y), optimizer=keras.optimizers.Adam(1e-2), mode=mode)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        assert_allclose(got, want, atol=1e-5)  # float32 reductions in a different order
+
+
+def _fit_and_train(callbacks_for, digits, epochs=4, **kwargs):
+    x, y = digits[0]
+    results = {}
+    for loop in ("fit", "train"):
+        model = mlp()
+        callbacks = callbacks_for(loop)
+        if loop == "fit":
+            model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                          loss="sparse_categorical_crossentropy")
+            history = model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False,
+                                validation_data=digits[1], callbacks=callbacks, verbose=0,
+                                **kwargs).history
+        else:
+            history = quiet_train(model, (x, y), epochs=epochs, validation_data=digits[1],
+                                  callbacks=callbacks, **kwargs)
+        results[loop] = (model, history, callbacks)
+    return results
+
+
+def test_early_stopping_stops_both_loops(digits):
+    # min_delta is huge, so no epoch counts as an improvement: stop after patience + 1 epochs.
+    results = _fit_and_train(
+        lambda loop: [keras.callbacks.EarlyStopping(monitor="loss", min_delta=100, patience=1)],
+        digits)
+    for _, history, _ in results.values():
+        assert len(history["loss"]) == 2
+
+
+def test_model_checkpoint_keeps_only_improvements(digits, tmp_path):
+    def callbacks_for(loop):
+        return [keras.callbacks.ModelCheckpoint(str(tmp_path / loop / "e{epoch}.keras"),
+                                                monitor="val_loss", save_best_only=True)]
+
+    results = _fit_and_train(callbacks_for, digits, epochs=5)
+    for loop, (_, history, _) in results.items():
+        best, improving = np.inf, []
+        for epoch, value in enumerate(history["val_loss"], start=1):
+            if value < best:
+                best = value
+                improving.append(f"e{epoch}.keras")
+        assert sorted(os.listdir(tmp_path / loop)) == sorted(improving)
+        last_best = keras.models.load_model(tmp_path / loop / improving[-1])
+        last_best.compile(loss="sparse_categorical_crossentropy")
+        assert last_best.evaluate(*digits[1], verbose=0, batch_size=BATCH) == pytest.approx(
+            min(history["val_loss"]), rel=1e-5)
+
+
+def test_keras_tensorboard_callback_works_with_train(digits, tmp_path):
+    quiet_train(mlp(), digits[0], epochs=2, validation_data=digits[1],
+                callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path))])
+    assert [s for s, _ in _scalars(tmp_path / "train")["epoch_loss"]] == [0, 1]
+    assert [s for s, _ in _scalars(tmp_path / "validation")["epoch_loss"]] == [0, 1]
+
+
+def test_loss_history_writes_one_png_per_epoch_in_both_loops(digits, tmp_path):
+    results = _fit_and_train(lambda loop: [LossHistory(tmp_path / loop)], digits, epochs=3)
+    for loop, (_, history, (callback,)) in results.items():
+        names = sorted(os.listdir(tmp_path / loop))
+        assert names == [f"plot_at_epoch_{e}.png" for e in range(3)]
+        assert all((tmp_path / loop / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+        assert [len(losses) for losses in callback.epoch_losses] == [STEPS] * 3
+        assert callback.epoch_losses[-1][-1] == pytest.approx(history["loss"][-1], rel=1e-5)
+
+
+def test_shape_mismatch_is_refused_before_the_first_step(digits):
+    x, y = digits[0]
+    model = mlp()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, 64\). "
+                                         r"Received: \(batch, 63\)"):
+        quiet_train(model, (x[:, :63], y))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_labels_out_of_range_are_refused(digits):
+    x, y = digits[0]
+    y = y.copy()
+    y[-1] = 12
+    with pytest.raises(ValueError, match=r"class ids in \[0, 10\) for this model's 10 outputs. "
+                                         r"Received labels from 0 to 12"):
+        quiet_train(mlp(), (x, y))
+
+
+def test_bad_data_arguments():
+    with pytest.raises(ValueError, match=r"tf.data.Dataset or an \(x, y\) pair. Received: str"):
+        as_dataset("data.csv", 32)
+    with pytest.raises(ValueError, match=r"positive integer batch_size. Received: batch_size=0"):
+        as_dataset((np.zeros((2, 3)), np.zeros(2)), 0)
+
+
+def test_accuracy_resolves_like_compile():
+    int_spec = tf.TensorSpec([None], tf.int64)
+    onehot_spec = tf.TensorSpec([None, 10], tf.float32)
+    binary_spec = tf.TensorSpec([None, 1], tf.float32)
+    assert isinstance(resolve_metric("accuracy", int_spec), keras.metrics.SparseCategoricalAccuracy)
+    assert isinstance(resolve_metric("accuracy", onehot_spec), keras.metrics.CategoricalAccuracy)
+    assert isinstance(resolve_metric("accuracy", binary_spec), keras.metrics.BinaryAccuracy)
+    assert resolve_metric("accuracy", int_spec).name == "accuracy"
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(digits, tmp_path):
+    x, y = digits[0]
+    x = x.copy()
+    x[70] = np.nan  # in the third batch
+    model = mlp()
+    with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 3: "
+                                                 r"training stopped.*last good checkpoint is .*ckpt-2"):
+        quiet_train(model, (x, y), checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    fresh = mlp(seed=1)
+    trainer = Trainer(fresh, loss="sparse_categorical_crossentropy",
+                      optimizer=keras.optimizers.Adam(1e-2))
+    trainer.optimizer.build(fresh.trainable_variables)
+    assert TrainingCheckpoint(tmp_path, trainer).restore_latest() == (0, 2)
+    assert all(np.isfinite(w).all() for w in fresh.get_weights())
+
+
+RESUMABLE_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import keras, numpy as np, tensorflow as tf
+    from spec_impl import load_dataset, train
+    ckpt_dir, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(0)
+    (x, y), _ = load_dataset("digits", input_shape=(64,))
+    x, y = x[:320], y[:320]
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+
+    class Killer(keras.callbacks.Callback):
+        seen = 0
+        def on_train_batch_end(self, batch, logs=None):
+            Killer.seen += 1
+            if Killer.seen == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    history = train(model, (x, y), loss="sparse_categorical_crossentropy",
+                    optimizer=keras.optimizers.Adam(1e-2), epochs=3, batch_size=32,
+                    checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0)
+    np.savez(out, *model.get_weights(), loss=np.array(history["loss"]))
+""")
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-c", RESUMABLE_RUN, *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    # 10 steps per epoch, checkpoints every 4 steps and at each epoch end; SIGKILL after
+    # step 17 (epoch 2, step 7): the resumed run restarts from epoch 2, step 4.
+    straight = _run([tmp_path / "a", tmp_path / "a.npz", 0])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _run([tmp_path / "b", tmp_path / "b.npz", 17])
+    assert killed.returncode == -9 and not (tmp_path / "b.npz").exists()
+    resumed = _run([tmp_path / "b", tmp_path / "b.npz", 0])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    weights = [k for k in a.files if k.startswith("arr_")]
+    assert len(weights) == 4
+    for key in weights:
+        assert_allclose(b[key], a[key], atol=0, rtol=0)
+    # Only the epochs run in the resumed process are in its history; they match exactly.
+    assert_allclose(b["loss"], a["loss"][1:], atol=0, rtol=0)
