@@ -4,7 +4,6 @@ import os
 
 # Must be set before TensorFlow is imported anywhere in the session.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import random  # noqa: E402

@@ -21,6 +21,8 @@ def _shape_text(shape):
 
 
 def _is_sparse(loss):
+    if isinstance(loss, (list, tuple)):  # one loss per output: labels are not checked
+        return False
     loss = keras.losses.get(loss)
     name = getattr(loss, "__name__", "") or getattr(loss, "name", "")
     return isinstance(loss, SPARSE_LOSSES) or "sparse_categorical" in str(name)

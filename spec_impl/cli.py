@@ -1,4 +1,4 @@
-"""The `spec-impl` command line: `summary`, `train` (and `bench`)."""
+"""The `spec-impl` command line: `summary`, `train` and `bench`."""
 
 import argparse
 import os
@@ -69,6 +69,27 @@ def cmd_train(args):
     return 0 if history else 1
 
 
+def cmd_bench(args):
+    import tensorflow as tf
+
+    from spec_impl.bench_suite import format_tables, plot, run_suite, write_json
+
+    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        print("spec-impl bench: --device gpu, but TensorFlow sees no GPU on this machine.",
+              file=sys.stderr)
+        return 2
+    results = run_suite(quick=args.quick, device=args.device,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_tables(results))
+    if args.json:
+        write_json(results, args.json)
+        print(f"JSON: {args.json}")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="spec-impl",
@@ -95,6 +116,13 @@ def build_parser():
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="time eager, tf.function, XLA and fit on this machine")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and batch sizes")
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--plot", default=None, help="write a bar chart PNG here")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -41,8 +41,21 @@ def _relaxed_spec(spec):
         lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype, name=s.name), spec)
 
 
+class _SumOfLosses:
+    """One loss per output of a multi-output model, summed (as `compile` does with a list)."""
+
+    def __init__(self, losses):
+        self.losses = [as_loss(loss) for loss in losses]
+
+    def __call__(self, y_true, y_pred):
+        return tf.add_n([fn(t, p) for fn, t, p in zip(self.losses, y_true, y_pred)])
+
+
 def as_loss(loss):
-    """A `keras.losses.Loss` from an object, a name or a function (reduced as `compile` does)."""
+    """A `keras.losses.Loss` from an object, a name or a function (reduced as `compile` does);
+    a list or tuple gives the sum of one loss per output."""
+    if isinstance(loss, (list, tuple)):
+        return _SumOfLosses(loss)
     loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
         return loss

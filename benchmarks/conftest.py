@@ -1,0 +1,26 @@
+"""Shared fixtures of the pytest-benchmark suite (`pytest benchmarks`)."""
+
+import pytest
+
+from spec_impl.bench import peak_gflops
+
+
+@pytest.fixture(scope="session")
+def peak():
+    """This machine's matmul GFLOP/s, measured once per run: the reference for % of peak."""
+    return peak_gflops(rounds=3)
+
+
+def record(benchmark, *, steps, batch_size, flops, peak):
+    """Put samples/s, FLOPs, GFLOP/s and % of peak into `extra_info` (when timing is on)."""
+    benchmark.extra_info.update({"steps_per_call": steps, "batch_size": batch_size,
+                                 "flops_per_step": flops, "peak_gflops": peak})
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    if stats is None:  # --benchmark-disable: the function ran once, untimed
+        return
+    seconds = stats.median / steps
+    benchmark.extra_info.update({"ms_per_step": 1e3 * seconds,
+                                 "samples_per_s": batch_size / seconds})
+    if flops:
+        gflops = flops / seconds / 1e9
+        benchmark.extra_info.update({"gflops": gflops, "pct_of_peak": 100 * gflops / peak})

@@ -1,0 +1,182 @@
+"""Benchmark machinery shared by `spec-impl bench` and the pytest-benchmark suite.
+
+Every measurement warms up outside the timed region, forces completion (`float(loss)`, which
+waits for the step), and reports medians. FLOPs per step come from TensorFlow's profiler on the
+traced step graph (fixed batch shape); the machine's peak is a large `tf.matmul` timed in the
+same run, so "% of peak" compares like with like.
+"""
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spec_impl.engine import MODES, Trainer
+
+WORKLOADS = ("residual_regressor", "mnist_mlp", "cnn", "mini_inception", "ticket_classifier")
+DEFAULT_BATCH = {"residual_regressor": 32, "mnist_mlp": 32, "cnn": 128, "mini_inception": 32,
+                 "ticket_classifier": 32}
+PEAK_MATMUL_N = 2048
+# Batches per timed call in the pytest-benchmark suite (custom loop and fit alike).
+PLAN_STEPS = {"residual_regressor": 20, "mnist_mlp": 20, "cnn": 10, "mini_inception": 3,
+              "ticket_classifier": 10}
+EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
+DOC_EVAL_SPEEDUP = 1.80 / 0.8  # document 002: 1.80 s eagerly, 0.8 s with tf.function
+
+
+@dataclass
+class Workload:
+    """A model, its loss and one batch, ready to time."""
+
+    name: str
+    model: keras.Model
+    loss: object
+    x: object
+    y: object
+    batch_size: int
+
+    def dataset(self, steps):
+        """`steps` copies of the batch as a batched `tf.data.Dataset`, as `train` iterates."""
+        rep = lambda t: tf.concat([t] * steps, axis=0)  # noqa: E731
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.nest.map_structure(rep, self.x), tf.nest.map_structure(rep, self.y))
+        ).batch(self.batch_size)
+
+    def element_spec(self):
+        return self.dataset(1).element_spec
+
+
+def build_workload(name, batch_size=None, seed=0):
+    """A fresh `Workload`: the model built, one batch of generated data."""
+    from spec_impl import (MiniInception, ResidualRegressor, get_mnist_model, sequential_cnn,
+                           ticket_classifier)
+
+    if name not in WORKLOADS:
+        raise ValueError(f"Unknown workload {name!r}. Expected one of {', '.join(WORKLOADS)}.")
+    b = batch_size or DEFAULT_BATCH[name]
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    labels = tf.constant(rng.integers(0, 10, b), tf.int64)
+    if name == "residual_regressor":
+        model, loss = ResidualRegressor(1), "mse"
+        x, y = rng.normal(size=(b, 5)), rng.normal(size=(b, 1))
+    elif name == "mnist_mlp":
+        model, loss = get_mnist_model(), "sparse_categorical_crossentropy"
+        x, y = rng.random((b, 784)), labels
+    elif name == "cnn":
+        model = sequential_cnn((28, 28, 3), 10)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        x, y = rng.random((b, 28, 28, 3)), labels
+    elif name == "mini_inception":
+        model, loss = MiniInception(10), "sparse_categorical_crossentropy"
+        x, y = rng.random((b, 32, 32, 3)), labels
+    else:
+        model = ticket_classifier()
+        loss = ["mean_squared_error", "categorical_crossentropy"]
+        x = {k: rng.integers(0, 2, (b, n)) for k, n in
+             (("title", 10_000), ("text_body", 10_000), ("tags", 100))}
+        y = (rng.random((b, 1)), keras.utils.to_categorical(rng.integers(0, 4, b), 4))
+    f32 = lambda a: a if isinstance(a, tf.Tensor) else tf.constant(a, tf.float32)  # noqa: E731
+    x, y = tf.nest.map_structure(f32, x), tf.nest.map_structure(f32, y)
+    model(x)  # build
+    return Workload(name, model, loss, x, y, b)
+
+
+def make_trainer(workload, mode):
+    """A `Trainer` in `mode` with a fresh Adam optimizer, built and ready to step."""
+    trainer = Trainer(workload.model, loss=workload.loss, optimizer=keras.optimizers.Adam(1e-4),
+                      mode=mode, element_spec=workload.element_spec())
+    trainer.optimizer.build(workload.model.trainable_variables)
+    return trainer
+
+
+def tracing_count(trainer):
+    """Traces of the train step so far (0 in eager mode)."""
+    fn = trainer.train_step
+    return fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else 0
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_seconds(fn, rounds, warmup=1):
+    """Median wall time of `fn()` over `rounds` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(timed(fn) for _ in range(rounds))
+
+
+def step_flops(trainer, workload):
+    """Floating-point operations of one training step, from the profiler on a fixed-shape trace."""
+    from tensorflow.python.profiler.model_analyzer import profile
+    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
+
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                  (workload.x, workload.y))
+    graph = tf.function(trainer._train_step).get_concrete_function(*specs).graph
+    options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    return int(profile(graph, options=options).total_float_ops)
+
+
+def peak_gflops(n=PEAK_MATMUL_N, rounds=5):
+    """GFLOP/s of an n x n float32 matmul: this machine's reference peak, measured now."""
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    matmul = tf.function(lambda a, b: tf.reduce_sum(a @ b))
+    seconds = median_seconds(lambda: float(matmul(a, b)), rounds)
+    return 2 * n**3 / seconds / 1e9
+
+
+def step_seconds(trainer, workload, steps, rounds, warmup=1):
+    """Per-call time of the train step alone on one fixed batch, completion forced each call."""
+    def run():
+        for _ in range(steps):
+            float(trainer.train_step(workload.x, workload.y))
+
+    return median_seconds(run, rounds, warmup) / steps
+
+
+def loop_step_seconds(trainer, workload, steps, rounds, warmup=1):
+    """Per-step time of the custom loop over `steps` batches (one `float(loss)` a step, as
+    `train` does), median over rounds."""
+    dataset = workload.dataset(steps)
+
+    def run():
+        for x, y in dataset:
+            float(trainer.train_step(x, y))
+
+    return median_seconds(run, rounds, warmup) / steps
+
+
+def fit_step_seconds(workload, steps, rounds, warmup=1):
+    """Per-step time of `model.fit` over the same `steps` batches, median over rounds."""
+    model = workload.model
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss)
+    dataset = workload.dataset(steps)
+    return median_seconds(lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False), rounds, warmup) / steps
+
+
+def machine_info(device="cpu"):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "device": device}
+    if device == "gpu":
+        gpus = tf.config.list_physical_devices("GPU")
+        info["gpu"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                       for g in gpus]
+        info["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
+    return info

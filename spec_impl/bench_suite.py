@@ -1,0 +1,214 @@
+"""`spec-impl bench`: run the benchmark suite, print its tables, write JSON and a bar chart."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spec_impl.bench import (DOC_EVAL_SPEEDUP, EVAL_BATCH, EVAL_SAMPLES, MODES, WORKLOADS,
+                             build_workload, fit_step_seconds, loop_step_seconds, machine_info,
+                             make_trainer, median_seconds, peak_gflops, step_flops, step_seconds,
+                             timed, tracing_count)
+
+# (steps per timed round, rounds) per workload; --quick divides the rounds.
+PLAN = {"residual_regressor": (20, 5), "mnist_mlp": (20, 5), "cnn": (10, 5),
+        "mini_inception": (3, 3), "ticket_classifier": (10, 5)}
+SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}
+QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}
+
+
+def bench_train_steps(name, quick, peak, batch_size=None):
+    """ms/step of the train step in each mode (the step alone, on one batch), then the per-step
+    cost of the whole loop (data iteration included) in function mode and of `fit` over the same
+    batches; with first-call and FLOP figures."""
+    steps, rounds = PLAN[name]
+    rounds = max(2, rounds // 2) if quick else rounds
+    workload = build_workload(name, batch_size)
+    rows = []
+    flops = None
+    for mode in MODES:
+        trainer = make_trainer(workload, mode)
+        first = timed(lambda: float(trainer.train_step(workload.x, workload.y)))
+        traces = tracing_count(trainer)
+        seconds = step_seconds(trainer, workload, steps, rounds, warmup=1)
+        if flops is None:
+            flops = step_flops(trainer, workload)
+        rows.append(_row(name, mode, workload.batch_size, seconds, flops, peak, first))
+        if mode == "function":
+            loop = loop_step_seconds(trainer, workload, steps, rounds, warmup=1)
+            rows.append(_row(name, "loop", workload.batch_size, loop, flops, peak, None))
+        retraces = tracing_count(trainer) - traces
+        if retraces:
+            raise RuntimeError(f"{name} [{mode}] retraced {retraces} times after its first step")
+    fit_seconds = fit_step_seconds(workload, steps, rounds, warmup=1)
+    rows.append(_row(name, "fit", workload.batch_size, fit_seconds, flops, peak, None))
+    return rows
+
+
+def _row(name, mode, batch_size, seconds, flops, peak, first_call):
+    gflops = flops / seconds / 1e9 if flops else None
+    return {"workload": name, "mode": mode, "batch_size": batch_size,
+            "ms_per_step": 1e3 * seconds, "samples_per_s": batch_size / seconds,
+            "flops_per_step": flops, "gflops": gflops,
+            "pct_of_peak": None if gflops is None else 100 * gflops / peak,
+            "first_call_s": first_call}
+
+
+def bench_eval_loop(quick):
+    """Document 002's evaluation loop: 10,000 samples, batch 32, the MNIST MLP."""
+    rounds = 2 if quick else 5
+    workload = build_workload("mnist_mlp", EVAL_BATCH)
+    rng = np.random.default_rng(0)
+    x = rng.random((EVAL_SAMPLES, 784)).astype("float32")
+    y = rng.integers(0, 10, EVAL_SAMPLES)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH)
+    result = {}
+    for mode in ("eager", "function"):
+        trainer = make_trainer(workload, mode)
+        result[mode] = median_seconds(lambda: trainer.evaluate(dataset), rounds)
+    model = workload.model
+    model.compile(loss="sparse_categorical_crossentropy")
+    result["evaluate"] = median_seconds(
+        lambda: model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0), rounds)
+    result["speedup_eager_to_function"] = result["eager"] / result["function"]
+    result["document_speedup"] = DOC_EVAL_SPEEDUP
+    return result
+
+
+def bench_retracing(calls=10):
+    """Per-call cost of a `tf.function` fed new Python scalars (a trace each) vs tensors."""
+    def cube(x):
+        return x**3
+
+    scalars = tf.function(cube)
+    tensors = tf.function(cube)
+    tensors(tf.constant(0.0))  # the one trace tensors need
+    per_scalar = timed(lambda: [float(scalars(i)) for i in range(calls)]) / calls
+    per_tensor = timed(lambda: [float(tensors(tf.constant(float(i)))) for i in range(calls)]) / calls
+    return {"python_scalar_ms": 1e3 * per_scalar, "tensor_ms": 1e3 * per_tensor,
+            "scalar_traces": scalars.experimental_get_tracing_count(),
+            "tensor_traces": tensors.experimental_get_tracing_count(),
+            "ratio": per_scalar / per_tensor}
+
+
+def bench_scaling(quick):
+    rows = []
+    for name, sizes in (QUICK_SCALING if quick else SCALING).items():
+        for b in sizes:
+            workload = build_workload(name, b)
+            trainer = make_trainer(workload, "function")
+            steps = 3 if name == "mini_inception" else 10
+            seconds = loop_step_seconds(trainer, workload, steps, rounds=2 if quick else 3)
+            rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
+                         "samples_per_s": b / seconds})
+    return rows
+
+
+def run_suite(quick=False, device="cpu", workloads=WORKLOADS, log=print):
+    """Run everything on `device`; returns the results as a JSON-ready dict."""
+    start = time.perf_counter()
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        results = {"machine": machine_info(device), "quick": quick, "peak_gflops": peak_gflops()}
+        log(f"peak: {results['peak_gflops']:.1f} GFLOP/s ({2048}x{2048} float32 matmul)")
+        results["train_steps"] = []
+        for name in workloads:
+            log(f"timing {name} ...")
+            results["train_steps"] += bench_train_steps(name, quick, results["peak_gflops"])
+        if device == "gpu":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            try:  # document 000 trained MiniInception in mixed precision at batch 256
+                rows = bench_train_steps("mini_inception", quick, results["peak_gflops"], 256)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            for row in rows:
+                row["workload"] = "mini_inception_mixed_float16"
+            results["train_steps"] += rows
+        log("timing the evaluation loop, retracing and batch scaling ...")
+        results["eval_loop"] = bench_eval_loop(quick)
+        results["retracing"] = bench_retracing()
+        results["scaling"] = bench_scaling(quick)
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def _fmt(value, pattern):
+    return "-" if value is None else pattern.format(value)
+
+
+def format_tables(results):
+    """One table per workload, then the evaluation loop, retracing and scaling."""
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, "
+             f"Keras {m['keras']}, device {m['device']}; matmul peak "
+             f"{results['peak_gflops']:.1f} GFLOP/s", ""]
+    by_workload = {}
+    for row in results["train_steps"]:
+        by_workload.setdefault(row["workload"], {})[row["mode"]] = row
+    for name, rows in by_workload.items():
+        b = next(iter(rows.values()))["batch_size"]
+        lines.append(f"{name} (batch {b}, {_fmt(rows['function']['flops_per_step'], '{:,}')} FLOPs/step)")
+        lines.append(f"  {'mode':<10}{'ms/step':>10}{'samples/s':>12}{'GFLOP/s':>10}"
+                     f"{'% peak':>8}{'first call s':>14}")
+        for mode in (*MODES, "loop", "fit"):
+            r = rows[mode]
+            lines.append(f"  {mode:<10}{r['ms_per_step']:>10.2f}{r['samples_per_s']:>12.0f}"
+                         f"{_fmt(r['gflops'], '{:.1f}'):>10}{_fmt(r['pct_of_peak'], '{:.0f}%'):>8}"
+                         f"{_fmt(r['first_call_s'], '{:.2f}'):>14}")
+        ms = {mode: rows[mode]["ms_per_step"] for mode in rows}
+        lines.append(f"  eager -> function x{ms['eager'] / ms['function']:.1f}; "
+                     f"function -> xla x{ms['function'] / ms['xla']:.2f}; "
+                     f"loop / fit = {ms['loop'] / ms['fit']:.2f} (<= 1: the loop is as fast)")
+        lines.append("")
+    e = results["eval_loop"]
+    lines += [f"Evaluation loop (document 002: {EVAL_SAMPLES:,} samples, batch {EVAL_BATCH}, MLP)",
+              f"  eager {e['eager']:.2f} s, function {e['function']:.2f} s, model.evaluate "
+              f"{e['evaluate']:.2f} s: x{e['speedup_eager_to_function']:.1f} "
+              f"(document: 1.80 s -> 0.8 s, x{e['document_speedup']:.2f})", ""]
+    t = results["retracing"]
+    lines += ["Retracing (document 003): a tf.function called with new Python scalars vs tensors",
+              f"  {t['python_scalar_ms']:.2f} ms/call ({t['scalar_traces']} traces) vs "
+              f"{t['tensor_ms']:.3f} ms/call ({t['tensor_traces']} trace): x{t['ratio']:.0f}", ""]
+    lines.append("Scaling (function mode): batch -> ms/step, samples/s")
+    for name in dict.fromkeys(r["workload"] for r in results["scaling"]):
+        cells = [f"{r['batch_size']}: {r['ms_per_step']:.2f} ms, {r['samples_per_s']:.0f}/s"
+                 for r in results["scaling"] if r["workload"] == name]
+        lines.append(f"  {name}: " + "; ".join(cells))
+    lines.append(f"\n(suite took {results['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def write_json(results, path):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def plot(results, path):
+    """A bar chart: ms/step per mode for each workload (log scale)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(dict.fromkeys(r["workload"] for r in results["train_steps"]))
+    modes = (*MODES, "loop", "fit")
+    figure = Figure(figsize=(10, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        values = [next(r["ms_per_step"] for r in results["train_steps"]
+                       if r["workload"] == n and r["mode"] == mode) for n in names]
+        axes.bar(np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width, values, width,
+                 label=mode)
+    axes.set_xticks(np.arange(len(names)), labels=names, rotation=15)
+    axes.set_yscale("log")
+    axes.set_ylabel("ms per training step (log)")
+    m = results["machine"]
+    axes.set_title(f"Training step by mode: {m['cpu']}, TF {m['tensorflow']}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
