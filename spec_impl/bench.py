@@ -156,12 +156,31 @@ def loop_step_seconds(trainer, workload, steps, rounds, warmup=1):
     return median_seconds(run, rounds, warmup) / steps
 
 
-def fit_step_seconds(workload, steps, rounds, warmup=1):
-    """Per-step time of `model.fit` over the same `steps` batches, median over rounds."""
+def loop_and_fit_step_seconds(trainer, workload, steps, rounds, warmup=1):
+    """Per-step times of the custom loop and of `model.fit` over the same `steps` batches.
+
+    The two are timed in alternation, round by round, so that a machine whose speed drifts
+    during the run (shared or throttled cores) biases neither; medians over rounds.
+    """
+    dataset = workload.dataset(steps)
     model = workload.model
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss)
-    dataset = workload.dataset(steps)
-    return median_seconds(lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False), rounds, warmup) / steps
+
+    def loop():
+        for x, y in dataset:
+            float(trainer.train_step(x, y))
+
+    def fit():
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+    for _ in range(warmup):
+        fit()
+        loop()
+    loop_times, fit_times = [], []
+    for _ in range(rounds):
+        loop_times.append(timed(loop))
+        fit_times.append(timed(fit))
+    return statistics.median(loop_times) / steps, statistics.median(fit_times) / steps
 
 
 def machine_info(device="cpu"):

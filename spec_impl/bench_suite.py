@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from spec_impl.bench import (DOC_EVAL_SPEEDUP, EVAL_BATCH, EVAL_SAMPLES, MODES, WORKLOADS,
-                             build_workload, fit_step_seconds, loop_step_seconds, machine_info,
+                             build_workload, loop_and_fit_step_seconds, loop_step_seconds, machine_info,
                              make_trainer, median_seconds, peak_gflops, step_flops, step_seconds,
                              timed, tracing_count)
 
@@ -38,13 +38,12 @@ def bench_train_steps(name, quick, peak, batch_size=None):
             flops = step_flops(trainer, workload)
         rows.append(_row(name, mode, workload.batch_size, seconds, flops, peak, first))
         if mode == "function":
-            loop = loop_step_seconds(trainer, workload, steps, rounds, warmup=1)
-            rows.append(_row(name, "loop", workload.batch_size, loop, flops, peak, None))
+            loop, fit = loop_and_fit_step_seconds(trainer, workload, steps, rounds, warmup=1)
         retraces = tracing_count(trainer) - traces
         if retraces:
             raise RuntimeError(f"{name} [{mode}] retraced {retraces} times after its first step")
-    fit_seconds = fit_step_seconds(workload, steps, rounds, warmup=1)
-    rows.append(_row(name, "fit", workload.batch_size, fit_seconds, flops, peak, None))
+    rows.append(_row(name, "loop", workload.batch_size, loop, flops, peak, None))
+    rows.append(_row(name, "fit", workload.batch_size, fit, flops, peak, None))
     return rows
 
 

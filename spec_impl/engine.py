@@ -32,7 +32,8 @@ def as_dataset(data, batch_size, name="train_data"):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
     x, y = data
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    # prefetch: the next batch is sliced while the current step runs.
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _relaxed_spec(spec):
