@@ -45,7 +45,7 @@ def _built(model_cls, input_shape, num_classes):
 
 def _default_specs():
     """Every model of the package, imported lazily so that the registry imports no TensorFlow."""
-    from spec_impl import cnn, deep_dive, inception
+    from spec_impl import cnn, deep_dive, inception, regressors
 
     cnn_doc = {"total": 20_426, "non_trainable": 192}
     cnn_src = "doc 000 layer sizes at 28x28x3"
@@ -71,7 +71,29 @@ def _default_specs():
                   "doc 002 layer sizes", classifier=False),
         ModelSpec("ticket_with_difficulty", lambda s, n: deep_dive.add_difficulty_head(ticket(s, n)),
                   (10_000,), {"total": 1_286_984}, "doc 002 layer sizes", classifier=False),
+        ModelSpec("customer_ticket_model", _customer_ticket_model, (10_000,),
+                  {"total": 1_286_789}, "doc 002 layer sizes", classifier=False),
+        ModelSpec("residual_regressor", lambda s, n: _built(regressors.ResidualRegressor, s, 1),
+                  (5,), {}, "doc 003 prints no counts", classifier=False, num_classes=1),
+        ModelSpec("reconstruction_regressor", _reconstruction_regressor, (3,), {},
+                  "doc 003 prints no counts", classifier=False, num_classes=1),
     ]
+
+
+def _customer_ticket_model(input_shape, num_classes):
+    from spec_impl.deep_dive import CustomerTicketModel
+
+    model = CustomerTicketModel(num_departments=4)
+    model.build({"title": (None, 10_000), "text_body": (None, 10_000), "tags": (None, 100)})
+    return model
+
+
+def _reconstruction_regressor(input_shape, num_classes):
+    from spec_impl.regressors import ReconstructionRegressor
+
+    model = ReconstructionRegressor(1)
+    model.build((None, *input_shape))
+    return model
 
 
 def _load_all():
@@ -116,7 +138,7 @@ def summary_rows():
 
 def format_summary(rows):
     """A plain-text table: model, input shape, counts, documented counts, agreement."""
-    header = f"{'model':<24}{'input':<16}{'total':>11}{'trainable':>11}{'non-train':>11}  documented (source)"
+    header = f"{'model':<26}{'input':<16}{'total':>11}{'trainable':>11}{'non-train':>11}  documented (source)"
     lines = [header, "-" * len(header)]
     for spec, counts in rows:
         doc = spec.documented
@@ -127,7 +149,7 @@ def format_summary(rows):
         else:
             doc_text = "not printed by the documents"
         lines.append(
-            f"{spec.name:<24}{str(spec.input_shape):<16}{counts['total']:>11,}"
+            f"{spec.name:<26}{str(spec.input_shape):<16}{counts['total']:>11,}"
             f"{counts['trainable']:>11,}{counts['non_trainable']:>11,}  {doc_text}"
         )
     if not rows:
