@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.engine import MODES, Trainer
+from spec_impl.engine import MODES, Trainer  # noqa: F401  (MODES is re-exported to the benchmarks)
 
 WORKLOADS = ("residual_regressor", "mnist_mlp", "cnn", "mini_inception", "ticket_classifier")
 DEFAULT_BATCH = {"residual_regressor": 32, "mnist_mlp": 32, "cnn": 128, "mini_inception": 32,
