@@ -101,3 +101,17 @@ def test_short_fit_on_digits_lowers_the_loss(api, seed):
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=logits_loss())
     history = model.fit(x[:256], y[:256], batch_size=32, epochs=3, shuffle=False, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+@pytest.mark.parametrize("api", list(BUILDERS), ids=list(BUILDERS))
+def test_wrong_channels_or_rank_name_the_expected_shape(api):
+    # Keras's own input checks already name the expected value for these three models.
+    model = BUILDERS[api](INPUT_SHAPE, 10)
+    with pytest.raises(ValueError, match=r"expected axis -1 of input shape to have value 3, "
+                                         r"but received input with shape \(2, 28, 28, 1\)"):
+        model(np.zeros((2, 28, 28, 1), "float32"))
+    rank_message = (r"expected min_ndim=4, found ndim=3" if api == "subclassed"
+                    else r"Expected shape \(None, 28, 28, 3\), but input has incompatible "
+                         r"shape \(2, 28, 28\)")
+    with pytest.raises(ValueError, match=rank_message):
+        model(np.zeros((2, 28, 28), "float32"))
