@@ -55,3 +55,11 @@ def test_unknown_dataset_lists_the_valid_ones(tmp_path):
     proc = run("--model", "mnist_mlp", "--data", "imagenet", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "Unknown dataset 'imagenet'. Expected one of digits, mnist" in proc.stderr
+
+
+def test_resume_of_a_finished_run_only_evaluates(finished_run):
+    out, _ = finished_run
+    proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "256", "--out", str(out),
+               "--resume", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Nothing to train" in proc.stdout and "already reach --epochs 1" in proc.stdout and "test accuracy" in proc.stdout
