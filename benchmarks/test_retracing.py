@@ -4,13 +4,10 @@ Also the first-call (tracing / XLA compile) time per model, kept apart from the 
 import pytest
 import tensorflow as tf
 
+from spec_impl.autodiff import cube
 from spec_impl.bench import WORKLOADS, build_workload, make_trainer, tracing_count
 
 CALLS = 10
-
-
-def cube(x):
-    return x**3
 
 
 @pytest.mark.parametrize("argument", ["python_scalar", "tensor"])

@@ -16,6 +16,11 @@ def check_choice(name, value, choices):
     return value
 
 
+def shape_text(shape):
+    """`(batch, 32, 32, 3)` for a shape without its batch axis; unknown sizes shown as `?`."""
+    return "(batch, " + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
 def check_input_shape(model_name, expected, received):
     """Raise `ValueError` unless `received` (with batch axis) matches `expected` (without).
 
@@ -27,7 +32,7 @@ def check_input_shape(model_name, expected, received):
         e is None or r is None or e == r for e, r in zip(expected, received[1:])
     )
     if not ok:
-        shown = "(batch, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
         raise ValueError(
-            f"{model_name} expects inputs of shape {shown}. Received: shape={received}"
+            f"{model_name} expects inputs of shape {shape_text(expected)}. "
+            f"Received: shape={received}"
         )

@@ -79,8 +79,7 @@ def bench_eval_loop(quick):
 
 def bench_retracing(calls=10):
     """Per-call cost of a `tf.function` fed new Python scalars (a trace each) vs tensors."""
-    def cube(x):
-        return x**3
+    from spec_impl.autodiff import cube
 
     scalars = tf.function(cube)
     tensors = tf.function(cube)
@@ -188,13 +187,11 @@ def write_json(results, path):
 
 def plot(results, path):
     """A bar chart: ms/step per mode for each workload (log scale)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from spec_impl._plot import new_figure
 
     names = list(dict.fromkeys(r["workload"] for r in results["train_steps"]))
     modes = (*MODES, "loop", "fit")
-    figure = Figure(figsize=(10, 4.5))
-    FigureCanvasAgg(figure)
+    figure = new_figure((10, 4.5))
     axes = figure.add_subplot()
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):

@@ -3,8 +3,7 @@
 import os
 
 import keras
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from spec_impl._plot import new_figure
 
 
 class LossHistory(keras.callbacks.Callback):
@@ -34,8 +33,7 @@ class LossHistory(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.out_dir, exist_ok=True)
-        figure = Figure(figsize=(6, 4))
-        FigureCanvasAgg(figure)
+        figure = new_figure((6, 4))
         axes = figure.add_subplot()
         axes.plot(range(len(self.per_batch_losses)), self.per_batch_losses,
                   label="Training loss for each batch")

@@ -1,8 +1,9 @@
 """Checks the training engine makes before the first step, so bad data fail fast and clearly."""
 
 import keras
-
 import tensorflow as tf
+
+from spec_impl._validation import shape_text
 
 SPARSE_LOSSES = (keras.losses.SparseCategoricalCrossentropy,)
 
@@ -14,10 +15,6 @@ def _expected_input_shape(model):
         if len(inputs) == 1:
             return tuple(inputs[0].shape[1:])
     return getattr(model, "_built_input_shape", None)
-
-
-def _shape_text(shape):
-    return "(batch, " + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
 def _is_sparse(loss):
@@ -47,8 +44,8 @@ def check_training_inputs(model, dataset, loss, num_classes=None):
         if len(received) != len(expected) or any(
                 e is not None and r is not None and e != r for e, r in zip(expected, received)):
             raise ValueError(
-                f"The model expects inputs of shape {_shape_text(expected)}. "
-                f"Received: {_shape_text(received)}"
+                f"The model expects inputs of shape {shape_text(expected)}. "
+                f"Received: {shape_text(received)}"
             )
     first_x = next(iter(dataset.take(1)))[0]
     sample = tf.nest.map_structure(lambda t: t[:1], first_x)

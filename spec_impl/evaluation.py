@@ -4,10 +4,10 @@ prediction for one image."""
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, roc_auc_score
 from sklearn.preprocessing import LabelBinarizer
+
+from spec_impl._plot import new_figure
 
 
 def probabilities(outputs):
@@ -83,8 +83,7 @@ def evaluate_classifier(model, x, y, class_names=None, out_dir=None, batch_size=
 def plot_confusion_matrix(matrix, class_names, path):
     """A heatmap of `matrix` with counts written in each cell, saved as a PNG."""
     n = len(class_names)
-    figure = Figure(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1)))
-    FigureCanvasAgg(figure)
+    figure = new_figure((max(5, 0.6 * n + 2), max(4, 0.6 * n + 1)))
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axes)
