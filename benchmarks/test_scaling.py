@@ -3,7 +3,7 @@
 import pytest
 
 from benchmarks.conftest import record
-from spec_impl.bench import build_workload, make_trainer, step_flops, tracing_count
+from spec_impl.bench import build_workload, loop_runner, make_trainer, step_flops, tracing_count
 
 SIZES = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}
 STEPS = {"mnist_mlp": 10, "mini_inception": 2}
@@ -17,13 +17,8 @@ def test_scaling(benchmark, name, batch_size, peak):
     workload = build_workload(name, batch_size)
     trainer = make_trainer(workload, "function")
     float(trainer.train_step(workload.x, workload.y))
-    dataset = workload.dataset(STEPS[name])
-
-    def loop():
-        for x, y in dataset:
-            float(trainer.train_step(x, y))
-
-    benchmark.pedantic(loop, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(loop_runner(trainer, workload.dataset(STEPS[name])), rounds=3,
+                       warmup_rounds=1)
     assert tracing_count(trainer) == 1
     record(benchmark, steps=STEPS[name], batch_size=batch_size,
            flops=step_flops(trainer, workload), peak=peak)

@@ -135,24 +135,39 @@ def peak_gflops(n=PEAK_MATMUL_N, rounds=5):
     return 2 * n**3 / seconds / 1e9
 
 
-def step_seconds(trainer, workload, steps, rounds, warmup=1):
-    """Per-call time of the train step alone on one fixed batch, completion forced each call."""
+def same_batch_runner(trainer, workload, steps):
+    """A callable running the train step `steps` times on the workload's one fixed batch."""
     def run():
         for _ in range(steps):
-            float(trainer.train_step(workload.x, workload.y))
+            float(trainer.train_step(workload.x, workload.y))  # float(): wait for the step
 
-    return median_seconds(run, rounds, warmup) / steps
+    return run
 
 
-def loop_step_seconds(trainer, workload, steps, rounds, warmup=1):
-    """Per-step time of the custom loop over `steps` batches (one `float(loss)` a step, as
-    `train` does), median over rounds."""
-    dataset = workload.dataset(steps)
-
+def loop_runner(trainer, dataset):
+    """A callable running the custom loop over `dataset`: one `float(loss)` a step, as `train`."""
     def run():
         for x, y in dataset:
             float(trainer.train_step(x, y))
 
+    return run
+
+
+def fit_runner(workload, dataset):
+    """A callable running one `model.fit` epoch over `dataset` (the model compiled here)."""
+    model = workload.model
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss)
+    return lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+
+def step_seconds(trainer, workload, steps, rounds, warmup=1):
+    """Per-call time of the train step alone on one fixed batch, completion forced each call."""
+    return median_seconds(same_batch_runner(trainer, workload, steps), rounds, warmup) / steps
+
+
+def loop_step_seconds(trainer, workload, steps, rounds, warmup=1):
+    """Per-step time of the custom loop over `steps` batches, median over rounds."""
+    run = loop_runner(trainer, workload.dataset(steps))
     return median_seconds(run, rounds, warmup) / steps
 
 
@@ -163,16 +178,8 @@ def loop_and_fit_step_seconds(trainer, workload, steps, rounds, warmup=1):
     during the run (shared or throttled cores) biases neither; medians over rounds.
     """
     dataset = workload.dataset(steps)
-    model = workload.model
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss)
-
-    def loop():
-        for x, y in dataset:
-            float(trainer.train_step(x, y))
-
-    def fit():
-        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
-
+    loop = loop_runner(trainer, dataset)
+    fit = fit_runner(workload, dataset)
     for _ in range(warmup):
         fit()
         loop()
