@@ -53,9 +53,12 @@ def check_training_inputs(model, dataset, loss, num_classes=None):
     if not (_is_sparse(loss) and isinstance(y_spec, tf.TensorSpec) and y_spec.dtype.is_integer):
         return
     width = num_classes or int(tf.nest.flatten(outputs)[0].shape[-1])
-    bounds = dataset.map(lambda x, y: (tf.reduce_min(y), tf.reduce_max(y)))
-    lows, highs = zip(*[(int(lo), int(hi)) for lo, hi in bounds])
-    low, high = min(lows), max(highs)
+    # One pass over the labels only, reduced inside tf.data (no Python loop over batches).
+    dtype = y_spec.dtype
+    low, high = dataset.map(lambda x, y: y).reduce(
+        (tf.constant(dtype.max, dtype), tf.constant(dtype.min, dtype)),
+        lambda acc, y: (tf.minimum(acc[0], tf.reduce_min(y)), tf.maximum(acc[1], tf.reduce_max(y))))
+    low, high = int(low), int(high)
     if low < 0 or high >= width:
         raise ValueError(
             f"Labels must be class ids in [0, {width}) for this model's {width} outputs. "
