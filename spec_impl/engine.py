@@ -10,11 +10,13 @@ to the training writer); the regularization and `add_loss` terms are part of the
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from spec_impl._validation import check_positive_int
 from spec_impl.batchnorm import recalibrate_batch_norm
 from spec_impl.checkpointing import TrainingCheckpoint
+from spec_impl.precision import needs_loss_scaling
 from spec_impl.progress import EpochProgress
 
 MODES = ("eager", "function", "xla")
@@ -88,11 +90,29 @@ def _compile(fn, mode, signature):
     return tf.function(fn, input_signature=signature, jit_compile=(mode == "xla"))
 
 
-class Trainer:
-    """The training engine: step functions, metrics, writers and the epoch loop.
+def _scalar(tag, value):
+    """`tf.summary.scalar` under exactly `tag`, whatever name scope (AutoGraph's `while/cond`
+    inside a multi-step loop) is current."""
+    tf.summary.write(tag, tf.cast(value, tf.float32), metadata=_SCALAR_METADATA)
 
-    `train(...)` is the usual entry point; the benchmarks use `train_step` / `test_step`
-    directly.
+
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
+
+
+class Trainer:
+    """The training engine: step functions, metrics, writers.
+
+    Two levels, as in `fit`: `train_step(x, y)` is the numeric step (forward, loss, gradients,
+    update, metrics), compiled with XLA in `"xla"` mode; `train_function(iterator)` runs up to
+    `steps_per_execution` of them in one call, checks each loss is finite and writes the batch
+    summaries, and is compiled with `tf.function` but never with XLA (XLA has no kernel for
+    summary writes). It returns the number of steps run and the running logs as tensors, so the
+    caller needs no host synchronisation per step. `test_step` / `test_function` likewise.
+
+    Under a `mixed_float16` model the optimizer is wrapped in `LossScaleOptimizer` (unless it is
+    one already), as `Model.compile` does: the loss is scaled before the gradients and the
+    gradients are unscaled before the update.
 
     Args:
         model: a Keras model.
@@ -102,22 +122,32 @@ class Trainer:
         mode: `"eager"`, `"function"` (`tf.function`) or `"xla"` (`tf.function(jit_compile=True)`).
         log_dir: where `train/` and `validation/` TensorBoard event files go, or `None`.
         element_spec: the batched dataset's element spec, fixing the traced signature.
+        steps_per_execution: batches per call of `train_function` / `test_function`.
     """
 
     def __init__(self, model, *, loss, optimizer, metrics=(), mode="function", log_dir=None,
-                 element_spec=None):
+                 element_spec=None, steps_per_execution=1):
         if mode not in MODES:
             raise ValueError(f"Expected `mode` to be one of {', '.join(MODES)}. Received: mode={mode!r}")
         self.model = model
         self.mode = mode
+        self.steps_per_execution = check_positive_int("steps_per_execution", steps_per_execution)
         self.loss_fn = as_loss(loss)
-        self.optimizer = keras.optimizers.get(optimizer)
+        optimizer = keras.optimizers.get(optimizer)
+        if needs_loss_scaling(model) and not isinstance(optimizer,
+                                                        keras.optimizers.LossScaleOptimizer):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.optimizer = optimizer
         y_spec = None if element_spec is None else element_spec[1]
         self.train_metrics = [resolve_metric(m, y_spec) for m in metrics]
         self.val_metrics = [type(m).from_config(m.get_config()) for m in self.train_metrics]
         self.train_loss = keras.metrics.Mean(name="loss")
         self.val_loss = keras.metrics.Mean(name="loss")
+        # Steps run so far (the TensorBoard step); not `optimizer.iterations`, which a loss-scale
+        # optimizer does not advance on a skipped step.
+        self.train_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self.val_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="val_step")
+        self.last_loss = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="last_loss")
         self.train_writer = self.val_writer = None
         if log_dir is not None:
             self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
@@ -125,27 +155,30 @@ class Trainer:
         signature = None if element_spec is None else list(_relaxed_spec(element_spec))
         self.train_step = _compile(self._train_step, mode, signature)
         self.test_step = _compile(self._test_step, mode, signature)
+        self.train_function = self._loop(self.train_step, self._after_train_step,
+                                         self.train_loss, self.train_metrics)
+        self.test_function = self._loop(self.test_step, self._after_test_step,
+                                        self.val_loss, self.val_metrics)
 
-    # ---- the two steps ----
+    # ---- the numeric steps ----
 
     def _total_loss(self, y, predictions):
         loss = self.loss_fn(y, predictions)
         if self.model.losses:  # regularization and add_loss terms (document 003)
-            loss = loss + tf.add_n(self.model.losses)
+            loss = loss + tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
         return loss
 
     def _train_step(self, x, y):
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)
             loss = self._total_loss(y, predictions)
+            scaled = self.optimizer.scale_loss(loss)  # the identity unless loss scaling
         variables = self.model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
         self.train_loss.update_state(loss)
         for metric in self.train_metrics:
             metric.update_state(y, predictions)
-        self._write_batch(self.train_writer, self.train_loss, self.train_metrics,
-                          self.optimizer.iterations)
         return loss
 
     def _test_step(self, x, y):
@@ -154,23 +187,53 @@ class Trainer:
         self.val_loss.update_state(loss)
         for metric in self.val_metrics:
             metric.update_state(y, predictions)
+        return loss
+
+    # ---- several steps per call, checks and summaries (never inside XLA) ----
+
+    def _after_train_step(self, loss):
+        self.train_counter.assign_add(1)
+        self.last_loss.assign(tf.cast(loss, tf.float32))
+        tf.debugging.Assert(tf.math.is_finite(loss), [NON_FINITE])
+        self._write_batch(self.train_writer, self.train_loss, self.train_metrics,
+                          self.train_counter)
+
+    def _after_test_step(self, loss):
         self.val_step.assign_add(1)
         self._write_batch(self.val_writer, self.val_loss, self.val_metrics, self.val_step)
-        return loss
+
+    def _loop(self, step, after, loss_metric, metrics):
+        k = self.steps_per_execution
+
+        def run(iterator):
+            done = tf.constant(0, tf.int32)
+            for _ in tf.range(k):
+                optional = iterator.get_next_as_optional()
+                if not optional.has_value():
+                    break
+                x, y = optional.get_value()
+                after(step(x, y))
+                done += 1
+            logs = {"loss": loss_metric.result()}
+            for metric in metrics:
+                logs[metric.name] = metric.result()
+            return done, logs
+
+        return run if self.mode == "eager" else tf.function(run)
 
     @staticmethod
     def _write_batch(writer, loss_metric, metrics, step):
         if writer is None:
             return
         with writer.as_default(step=step):
-            tf.summary.scalar("batch_loss", loss_metric.result())
+            _scalar("batch_loss", loss_metric.result())
             for metric in metrics:
-                tf.summary.scalar(f"batch_{metric.name}", metric.result())
+                _scalar(f"batch_{metric.name}", metric.result())
 
     # ---- bookkeeping ----
 
     def logs(self, prefix=""):
-        """Current running values: `{"loss": ..., "<metric>": ...}`, names prefixed."""
+        """Current running values as floats: `{"loss": ..., "<metric>": ...}`, names prefixed."""
         loss, metrics = (self.val_loss, self.val_metrics) if prefix else (self.train_loss,
                                                                           self.train_metrics)
         out = {prefix + "loss": float(loss.result())}
@@ -199,14 +262,31 @@ class Trainer:
     def state_variables(self):
         """Variables to checkpoint besides the model's and the optimizer's."""
         metric_vars = [v for m in [self.train_loss, *self.train_metrics] for v in m.variables]
-        return metric_vars + [self.val_step]
+        return metric_vars + [self.val_step, self.train_counter]
 
     def evaluate(self, dataset):
-        """Run the test step over `dataset`; returns the `val_` logs."""
+        """Run the test function over `dataset`; returns the `val_` logs as floats."""
         self.reset(validation=True)
-        for x, y in dataset:
-            self.test_step(x, y)
+        iterator = iter(dataset)
+        calls = _calls_per_epoch(dataset, self.steps_per_execution)
+        if calls is not None:  # a known length: no host read of the step count per call
+            for _ in range(calls):
+                self.test_function(iterator)
+        else:
+            while int(self.test_function(iterator)[0]) == self.steps_per_execution:
+                pass
         return self.logs(prefix="val_")
+
+
+def _steps(dataset):
+    """The number of batches of `dataset`, or `None` when TensorFlow cannot tell."""
+    steps = int(dataset.cardinality())
+    return steps if steps >= 0 else None
+
+
+def _calls_per_epoch(dataset, k):
+    steps = _steps(dataset)
+    return None if steps is None else -(-steps // k)
 
 
 class History(dict):
@@ -217,25 +297,30 @@ class History(dict):
 
 def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None, metrics=(),
           mode="function", log_dir=None, checkpoint_dir=None, checkpoint_every=None,
-          callbacks=(), verbose=1, batch_size=32, num_classes=None, recalibrate_bn=False):
+          callbacks=(), verbose=1, batch_size=32, num_classes=None, recalibrate_bn=False,
+          steps_per_execution=1):
     """Train `model` with the package's custom loop and return its history.
 
     Args:
-        model: a Keras model (built or not).
+        model: a Keras model (built or not). Under a `mixed_float16` policy the optimizer is
+            wrapped in `keras.optimizers.LossScaleOptimizer`, as `compile` does.
         train_data: a batched `tf.data.Dataset` of `(x, y)`, or an `(x, y)` pair of arrays.
         loss: a Keras loss. Regularization and `add_loss` terms (`model.losses`) are added.
         optimizer: a Keras optimizer.
         epochs: number of epochs (in all, counting those of a resumed run).
         validation_data: like `train_data`, evaluated at the end of each epoch.
         metrics: Keras metrics, reported for training and (prefixed `val_`) validation.
-        mode: `"eager"`, `"function"` or `"xla"`.
+        mode: `"eager"`, `"function"` or `"xla"` (the numeric step compiled with XLA; summaries
+            and checks outside it).
         log_dir: TensorBoard folder: `train/` and `validation/` get `batch_*` and `epoch_*` scalars.
         checkpoint_dir: if given, a `tf.train.CheckpointManager` there keeps the model, the
             optimizer, the metric totals and the epoch / step position, and a rerun resumes from
             the latest checkpoint.
         checkpoint_every: also checkpoint every this many steps (default: at the end of each epoch
-            only).
+            only); with `steps_per_execution` k, at the end of the call that reaches it.
         callbacks: Keras callbacks (`EarlyStopping`, `ModelCheckpoint`, `TensorBoard`, ...).
+            As under `fit(steps_per_execution=k)`, batch hooks run once per call of k steps:
+            `on_train_batch_begin(first step)` and `on_train_batch_end(last step, logs)`.
         verbose: 1 for a progress bar per epoch, 0 for silence.
         batch_size: batch size when data are arrays.
         num_classes: for integer labels, refuse labels outside `[0, num_classes)` before the
@@ -243,15 +328,18 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
         recalibrate_bn: at the end of each epoch, before validation, set every batch norm's
             moving statistics to their average over the epoch's training batches
             (`spec_impl.batchnorm`); fixes inference accuracy after short runs.
+        steps_per_execution: batches per compiled call (a loop inside the `tf.function` over a
+            dataset iterator, as `fit` does); the last call of an epoch may run fewer.
 
     Returns:
         A `History` dict of lists, one value per epoch: `loss`, each metric, and `val_`
         versions; its `trainer` attribute holds the step functions.
 
     Raises:
-        ValueError: a bad `mode`, data the model cannot take, or labels out of range (before
-            the first step).
-        FloatingPointError: a non-finite loss; no checkpoint is written after it.
+        ValueError: a bad `mode` or `steps_per_execution`, data the model cannot take, or labels
+            out of range (before the first step).
+        FloatingPointError: a non-finite loss (checked inside the compiled call); no checkpoint
+            is written after it.
     """
     from spec_impl.checks import check_training_inputs
 
@@ -262,15 +350,15 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
     if val_ds is not None:
         check_training_inputs(model, val_ds, loss, num_classes)
     trainer = Trainer(model, loss=loss, optimizer=optimizer, metrics=metrics, mode=mode,
-                      log_dir=log_dir, element_spec=train_ds.element_spec)
+                      log_dir=log_dir, element_spec=train_ds.element_spec,
+                      steps_per_execution=steps_per_execution)
     trainer.optimizer.build(model.trainable_variables)
     if getattr(model, "optimizer", None) is not trainer.optimizer:
         model.optimizer = trainer.optimizer  # for callbacks that read model.optimizer
     ckpt = None if checkpoint_dir is None else TrainingCheckpoint(checkpoint_dir, trainer)
     start_epoch, start_step = (0, 0) if ckpt is None else ckpt.restore_latest()
 
-    steps = int(train_ds.cardinality())
-    steps = steps if steps > 0 else None
+    steps = _steps(train_ds)
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                                  steps=steps, verbose=verbose)
     history = History()
@@ -283,20 +371,8 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
         if skip == 0:
             trainer.reset()
         progress = EpochProgress(epoch, epochs, steps, verbose)
-        for step, (x, y) in enumerate(train_ds.skip(skip), start=skip):
-            callback_list.on_train_batch_begin(step)
-            loss_value = float(trainer.train_step(x, y))
-            if not np.isfinite(loss_value):
-                where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
-                raise FloatingPointError(
-                    f"Non-finite loss {loss_value} at epoch {epoch + 1}, step {step + 1}: "
-                    f"training stopped, no checkpoint written after it{where}"
-                )
-            logs = trainer.logs()
-            progress.update(step + 1, logs)
-            callback_list.on_train_batch_end(step, logs)
-            if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-                ckpt.save(epoch, step + 1)
+        _run_epoch(trainer, train_ds, epoch, skip, steps, progress, callback_list, ckpt,
+                   checkpoint_every)
         epoch_logs = trainer.logs()
         if recalibrate_bn:
             recalibrate_batch_norm(model, train_ds)
@@ -315,3 +391,39 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
             break
     callback_list.on_train_end({k: v[-1] for k, v in history.items()})
     return history
+
+
+def _run_epoch(trainer, dataset, epoch, skip, steps, progress, callback_list, ckpt, every):
+    """One epoch of calls of `trainer.train_function`, from step `skip` on.
+
+    The host reads nothing from the device per call when the epoch's length is known: the
+    logs stay tensors (callbacks convert them, as under `fit`), and the progress bar reads
+    them only when it redraws.
+    """
+    k = trainer.steps_per_execution
+    iterator = iter(dataset.skip(skip))
+    first_count = int(trainer.train_counter.numpy())
+    step = skip
+    while steps is None or step < steps:
+        callback_list.on_train_batch_begin(step)
+        try:
+            done, logs = trainer.train_function(iterator)
+        except tf.errors.InvalidArgumentError as error:
+            if NON_FINITE not in error.message:
+                raise
+            failed = skip + int(trainer.train_counter.numpy()) - first_count
+            where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+            raise FloatingPointError(
+                f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
+                f"step {failed}: training stopped, no checkpoint written after it{where}"
+            ) from None
+        ran = min(k, steps - step) if steps is not None else int(done)
+        if ran == 0:
+            break
+        previous, step = step, step + ran
+        progress.update(step, trainer.logs)
+        callback_list.on_train_batch_end(step - 1, logs)
+        if ckpt is not None and every and step // every > previous // every:
+            ckpt.save(epoch, step)
+        if ran < k or trainer.model.stop_training:
+            break
