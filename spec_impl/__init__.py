@@ -63,6 +63,9 @@ from spec_impl.batchnorm import recalibrate_batch_norm  # noqa: E402
 from spec_impl.callbacks import LossHistory  # noqa: E402
 from spec_impl.engine import Trainer, train  # noqa: E402
 from spec_impl.evaluation import evaluate_classifier, predict_one, roc_auc_document  # noqa: E402
-from spec_impl.registry import MODELS, get_model_spec, parameter_counts  # noqa: E402
+from spec_impl.precision import global_policy  # noqa: E402
+from spec_impl.registry import MODELS, _load_all, get_model_spec, parameter_counts  # noqa: E402
+
+_load_all()  # `spec_impl.MODELS` is complete on import
 
 __version__ = "0.1.0"

@@ -13,9 +13,24 @@ class BuildByCallMixin:
 
     def build(self, input_shape):
         self._check_build_shape(input_shape)
-        # compute_output_spec traces `call` on placeholders, so TensorFlow ops in `call` work too.
-        self.compute_output_spec(keras.KerasTensor(tuple(input_shape)))
+        # compute_output_spec traces `call` on placeholders, so TensorFlow ops in `call` work too;
+        # in the compute dtype, as `__call__` would cast a float input to (float16 when mixed).
+        self.compute_output_spec(keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype))
         self.built = True
 
     def _check_build_shape(self, input_shape):
         """Hook for subclasses that validate the build shape."""
+
+
+def inner(layer):
+    """Keyword arguments for a layer that `layer` creates: its own dtype policy, passed on as
+    Keras's composite layers do (`MultiHeadAttention._get_common_kwargs_for_sublayer`)."""
+    return {"dtype": layer.dtype_policy}
+
+
+def outer(layer):
+    """Keyword arguments for a model's output layer: float32 under a mixed policy (the Keras
+    mixed-precision guide), else `layer`'s own policy."""
+    from spec_impl.precision import output_dtype
+
+    return {"dtype": output_dtype(layer.dtype_policy)}

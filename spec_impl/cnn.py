@@ -13,24 +13,28 @@ chooses either. The document trains these logits with `CategoricalCrossentropy()
 import keras
 from keras import layers
 
-from spec_impl._base import BuildByCallMixin
+from spec_impl._base import BuildByCallMixin, inner, outer
+from spec_impl.precision import output_dtype
 from spec_impl._validation import check_choice, check_positive_int
 
 POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
 
 
-def _cnn_layers(num_classes, pooling):
+def _cnn_layers(num_classes, pooling, inner_kwargs=None, outer_kwargs=None):
+    """The eight layers; `inner_kwargs` / `outer_kwargs` carry the dtype policy of the hidden
+    layers and of the logits (float32 under a mixed policy; the global policy by default)."""
     check_positive_int("num_classes", num_classes)
     check_choice("pooling", pooling, tuple(POOLING))
+    kw = inner_kwargs or {}
     return [
-        layers.Conv2D(32, 3, strides=2, activation="relu", name="conv1"),
-        layers.MaxPooling2D(3, name="max1"),
-        layers.BatchNormalization(name="bn1"),
-        layers.Conv2D(64, 3, activation="relu", name="conv2"),
-        layers.BatchNormalization(name="bn2"),
-        layers.Dropout(0.3, name="drop"),
-        POOLING[pooling](name="pool"),
-        layers.Dense(num_classes, name="dense"),
+        layers.Conv2D(32, 3, strides=2, activation="relu", name="conv1", **kw),
+        layers.MaxPooling2D(3, name="max1", **kw),
+        layers.BatchNormalization(name="bn1", **kw),
+        layers.Conv2D(64, 3, activation="relu", name="conv2", **kw),
+        layers.BatchNormalization(name="bn2", **kw),
+        layers.Dropout(0.3, name="drop", **kw),
+        POOLING[pooling](name="pool", **kw),
+        layers.Dense(num_classes, name="dense", **(outer_kwargs or {"dtype": output_dtype()})),
     ]
 
 
@@ -81,7 +85,7 @@ class SubclassedCNN(BuildByCallMixin, keras.Model):
         self.num_classes = num_classes
         self.pooling = pooling
         (self.conv1, self.max1, self.bn1, self.conv2, self.bn2, self.drop, self.pool,
-         self.dense) = _cnn_layers(num_classes, pooling)
+         self.dense) = _cnn_layers(num_classes, pooling, inner(self), outer(self))
 
     def call(self, inputs, training=None):
         x = self.conv1(inputs)  # (batch, 13, 13, 32) for 28x28 inputs

@@ -8,7 +8,9 @@ inside a Functional model, and the MNIST MLP used for the built-in loops.
 import keras
 from keras import layers
 
+from spec_impl._base import inner, outer
 from spec_impl._validation import check_positive_int
+from spec_impl.precision import output_dtype
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
 
@@ -19,7 +21,7 @@ def my_example_model():
     """Document 002's named Sequential model, built for `(None, 3)` inputs (906 parameters)."""
     model = keras.Sequential(name="my_example_model")
     model.add(layers.Dense(64, activation="relu", name="my_first_layer"))
-    model.add(layers.Dense(10, activation="softmax", name="my_last_layer"))
+    model.add(layers.Dense(10, activation="softmax", name="my_last_layer", dtype=output_dtype()))
     model.build((None, 3))
     return model
 
@@ -39,8 +41,9 @@ def ticket_classifier(vocabulary_size=10000, num_tags=100, num_departments=4):
     tags = keras.Input(shape=(num_tags,), name="tags")
     features = layers.Concatenate(name="concatenate")([title, text_body, tags])
     features = layers.Dense(64, activation="relu", name="features")(features)  # (batch, 64)
-    priority = layers.Dense(1, activation="sigmoid", name="priority")(features)
-    department = layers.Dense(num_departments, activation="softmax", name="department")(features)
+    priority = layers.Dense(1, activation="sigmoid", name="priority", dtype=output_dtype())(features)
+    department = layers.Dense(num_departments, activation="softmax", name="department",
+                              dtype=output_dtype())(features)
     return keras.Model(inputs=[title, text_body, tags], outputs=[priority, department],
                        name="ticket_classifier")
 
@@ -53,7 +56,8 @@ def add_difficulty_head(model, num_levels=3):
     """
     check_positive_int("num_levels", num_levels)
     features = model.get_layer("features").output
-    difficulty = layers.Dense(num_levels, activation="softmax", name="difficulty")(features)
+    difficulty = layers.Dense(num_levels, activation="softmax", name="difficulty",
+                              dtype=output_dtype())(features)
     return keras.Model(inputs=model.inputs, outputs=[*model.outputs, difficulty],
                        name="ticket_classifier_with_difficulty")
 
@@ -75,10 +79,11 @@ class CustomerTicketModel(keras.Model):
     def __init__(self, num_departments=4, **kwargs):
         super().__init__(**kwargs)
         self.num_departments = check_positive_int("num_departments", num_departments)
-        self.concat_layer = layers.Concatenate()
-        self.mixing_layer = layers.Dense(64, activation="relu")
-        self.priority_scorer = layers.Dense(1, activation="sigmoid")
-        self.department_classifier = layers.Dense(num_departments, activation="softmax")
+        self.concat_layer = layers.Concatenate(**inner(self))
+        self.mixing_layer = layers.Dense(64, activation="relu", **inner(self))
+        self.priority_scorer = layers.Dense(1, activation="sigmoid", **outer(self))
+        self.department_classifier = layers.Dense(num_departments, activation="softmax",
+                                                  **outer(self))
 
     @staticmethod
     def _check_keys(inputs):
@@ -130,9 +135,9 @@ class Classifier(keras.Model):
             raise ValueError(f"Expected at least 2 classes. Received: num_classes={num_classes}")
         self.num_classes = num_classes
         if num_classes == 2:
-            self.dense = layers.Dense(1, activation="sigmoid")
+            self.dense = layers.Dense(1, activation="sigmoid", **outer(self))
         else:
-            self.dense = layers.Dense(num_classes, activation="softmax")
+            self.dense = layers.Dense(num_classes, activation="softmax", **outer(self))
 
     def call(self, inputs):
         return self.dense(inputs)
@@ -146,5 +151,5 @@ def get_mnist_model(input_dim=28 * 28, num_classes=10):
     inputs = keras.Input(shape=(input_dim,))
     features = layers.Dense(512, activation="relu")(inputs)
     features = layers.Dropout(0.5)(features)
-    outputs = layers.Dense(num_classes, activation="softmax")(features)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype=output_dtype())(features)
     return keras.Model(inputs, outputs, name="mnist_mlp")

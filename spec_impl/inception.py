@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from spec_impl._base import BuildByCallMixin
+from spec_impl._base import BuildByCallMixin, inner, outer
 from spec_impl._validation import check_choice, check_input_shape, check_positive_int
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
@@ -41,8 +41,9 @@ class ConvModule(BuildByCallMixin, layers.Layer):
         self.kernel_size = kernel_size
         self.strides = strides
         self.padding = check_choice("padding", padding, ("same", "valid"))
-        self.conv = layers.Conv2D(kernel_num, kernel_size=kernel_size, strides=strides, padding=padding)
-        self.bn = layers.BatchNormalization()
+        self.conv = layers.Conv2D(kernel_num, kernel_size=kernel_size, strides=strides,
+                                  padding=padding, **inner(self))
+        self.bn = layers.BatchNormalization(**inner(self))
 
     def call(self, inputs, training=None):
         x = self.conv(inputs)
@@ -78,9 +79,9 @@ class InceptionModule(BuildByCallMixin, layers.Layer):
         super().__init__(**kwargs)
         self.kernel_size1x1 = check_positive_int("kernel_size1x1", kernel_size1x1)
         self.kernel_size3x3 = check_positive_int("kernel_size3x3", kernel_size3x3)
-        self.conv1 = ConvModule(kernel_size1x1, kernel_size=(1, 1), strides=(1, 1))
-        self.conv2 = ConvModule(kernel_size3x3, kernel_size=(3, 3), strides=(1, 1))
-        self.cat = layers.Concatenate()
+        self.conv1 = ConvModule(kernel_size1x1, kernel_size=(1, 1), strides=(1, 1), **inner(self))
+        self.conv2 = ConvModule(kernel_size3x3, kernel_size=(3, 3), strides=(1, 1), **inner(self))
+        self.cat = layers.Concatenate(**inner(self))
 
     def call(self, inputs, training=None):
         x_1x1 = self.conv1(inputs, training=training)
@@ -112,9 +113,10 @@ class DownsampleModule(BuildByCallMixin, layers.Layer):
     def __init__(self, kernel_size, **kwargs):
         super().__init__(**kwargs)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.conv3 = ConvModule(kernel_size, kernel_size=(3, 3), strides=(2, 2), padding="valid")
-        self.pool = layers.MaxPooling2D(pool_size=(3, 3), strides=(2, 2))
-        self.cat = layers.Concatenate()
+        self.conv3 = ConvModule(kernel_size, kernel_size=(3, 3), strides=(2, 2), padding="valid",
+                                **inner(self))
+        self.pool = layers.MaxPooling2D(pool_size=(3, 3), strides=(2, 2), **inner(self))
+        self.cat = layers.Concatenate(**inner(self))
 
     def call(self, inputs, training=None):
         conv_x = self.conv3(inputs, training=training)
@@ -174,20 +176,20 @@ class MiniInception(_GraphMixin, keras.Model):
     def __init__(self, num_classes=10, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
-        self.conv_block = ConvModule(96, (3, 3), (1, 1))
-        self.inception_block1 = InceptionModule(32, 32)
-        self.inception_block2 = InceptionModule(32, 48)
-        self.downsample_block1 = DownsampleModule(80)
-        self.inception_block3 = InceptionModule(112, 48)
-        self.inception_block4 = InceptionModule(96, 64)
-        self.inception_block5 = InceptionModule(80, 80)
-        self.inception_block6 = InceptionModule(48, 96)
-        self.downsample_block2 = DownsampleModule(96)
-        self.inception_block7 = InceptionModule(176, 160)
-        self.inception_block8 = InceptionModule(176, 160)
-        self.avg_pool = layers.AveragePooling2D((7, 7))
-        self.flat = layers.Flatten()
-        self.classifier = layers.Dense(num_classes, activation="softmax")
+        self.conv_block = ConvModule(96, (3, 3), (1, 1), **inner(self))
+        self.inception_block1 = InceptionModule(32, 32, **inner(self))
+        self.inception_block2 = InceptionModule(32, 48, **inner(self))
+        self.downsample_block1 = DownsampleModule(80, **inner(self))
+        self.inception_block3 = InceptionModule(112, 48, **inner(self))
+        self.inception_block4 = InceptionModule(96, 64, **inner(self))
+        self.inception_block5 = InceptionModule(80, 80, **inner(self))
+        self.inception_block6 = InceptionModule(48, 96, **inner(self))
+        self.downsample_block2 = DownsampleModule(96, **inner(self))
+        self.inception_block7 = InceptionModule(176, 160, **inner(self))
+        self.inception_block8 = InceptionModule(176, 160, **inner(self))
+        self.avg_pool = layers.AveragePooling2D((7, 7), **inner(self))
+        self.flat = layers.Flatten(**inner(self))
+        self.classifier = layers.Dense(num_classes, activation="softmax", **outer(self))
 
     def call(self, inputs, training=None):
         self._check(inputs)
@@ -232,16 +234,16 @@ class InceptionModel(_GraphMixin, keras.Model):
     def __init__(self, num_classes=10, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
-        self.conv = ConvModule(96, (3, 3), 1)
-        self.incept_1 = InceptionModule(32, 32)
-        self.incept_2 = InceptionModule(32, 48)
-        self.down_1 = DownsampleModule(80)
-        self.incept_3 = InceptionModule(112, 48)
-        self.incept_4 = InceptionModule(96, 64)
-        self.incept_5 = InceptionModule(80, 80)
-        self.down_2 = DownsampleModule(96)
-        self.pool = layers.GlobalAveragePooling2D()
-        self.dense = layers.Dense(num_classes, activation="softmax")
+        self.conv = ConvModule(96, (3, 3), 1, **inner(self))
+        self.incept_1 = InceptionModule(32, 32, **inner(self))
+        self.incept_2 = InceptionModule(32, 48, **inner(self))
+        self.down_1 = DownsampleModule(80, **inner(self))
+        self.incept_3 = InceptionModule(112, 48, **inner(self))
+        self.incept_4 = InceptionModule(96, 64, **inner(self))
+        self.incept_5 = InceptionModule(80, 80, **inner(self))
+        self.down_2 = DownsampleModule(96, **inner(self))
+        self.pool = layers.GlobalAveragePooling2D(**inner(self))
+        self.dense = layers.Dense(num_classes, activation="softmax", **outer(self))
 
     def call(self, inputs, training=None):
         self._check(inputs)

@@ -4,7 +4,7 @@ MyGaussianNoise and ResidualBlock."""
 import keras
 from keras import layers, ops
 
-from spec_impl._base import BuildByCallMixin
+from spec_impl._base import BuildByCallMixin, inner
 from spec_impl._validation import check_positive_int
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
@@ -153,7 +153,7 @@ class ResidualBlock(BuildByCallMixin, layers.Layer):
         self.n_neurons = check_positive_int("n_neurons", n_neurons)
         for i in range(n_layers):  # attributes, not a list: see `hidden`
             setattr(self, f"dense_{i}", layers.Dense(n_neurons, activation="elu",
-                                                    kernel_initializer="he_normal"))
+                                                    kernel_initializer="he_normal", **inner(self)))
 
     @property
     def hidden(self):

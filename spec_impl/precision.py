@@ -43,10 +43,10 @@ def is_mixed(dtype=None):
 
 
 def output_dtype(dtype=None):
-    """The policy for a model's output layer: the variable dtype (float32) under a mixed policy,
-    else `dtype` itself (or the global policy for `None`)."""
+    """The policy name for a model's output layer: the variable dtype (float32) under a mixed
+    policy, else the name of `dtype` itself (or of the global policy for `None`)."""
     policy = _policy(dtype)
-    return policy.variable_dtype if is_mixed(policy) else policy
+    return policy.variable_dtype if is_mixed(policy) else policy.name
 
 
 def needs_loss_scaling(model):

@@ -4,9 +4,10 @@ CustomModel overriding `train_step` / `test_step`."""
 import keras
 from keras import layers, ops
 
-from spec_impl._base import BuildByCallMixin
+from spec_impl._base import BuildByCallMixin, inner, outer
 from spec_impl._validation import check_positive_int
 from spec_impl.layers import ResidualBlock
+from spec_impl.precision import output_dtype
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
 RECONSTRUCTION_WEIGHT = 0.05  # document 003
@@ -32,10 +33,11 @@ class ResidualRegressor(BuildByCallMixin, keras.Model):
     def __init__(self, output_dim=1, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = check_positive_int("output_dim", output_dim)
-        self.hidden1 = layers.Dense(30, activation="elu", kernel_initializer="he_normal")
-        self.block1 = ResidualBlock(2, 30)
-        self.block2 = ResidualBlock(2, 30)
-        self.out = layers.Dense(output_dim)
+        self.hidden1 = layers.Dense(30, activation="elu", kernel_initializer="he_normal",
+                                    **inner(self))
+        self.block1 = ResidualBlock(2, 30, **inner(self))
+        self.block2 = ResidualBlock(2, 30, **inner(self))
+        self.out = layers.Dense(output_dim, **outer(self))
 
     def call(self, inputs):
         z = self.hidden1(inputs)  # (batch, 30)
@@ -75,8 +77,8 @@ class ReconstructionRegressor(keras.Model):
         self.output_dim = check_positive_int("output_dim", output_dim)
         self.with_reconstruction_loss = bool(with_reconstruction_loss)
         for i in range(N_HIDDEN):  # attributes, not a list, so tf.train.Checkpoint sees them
-            setattr(self, f"dense_{i}", layers.Dense(10, activation="relu"))
-        self.out = layers.Dense(output_dim)
+            setattr(self, f"dense_{i}", layers.Dense(10, activation="relu", **inner(self)))
+        self.out = layers.Dense(output_dim, **outer(self))
         if self.with_reconstruction_loss:
             self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
 
@@ -91,7 +93,7 @@ class ReconstructionRegressor(keras.Model):
             layer.build(shape)
             shape = (*shape[:-1], 10)
         if self.with_reconstruction_loss:  # unused weights would get no gradients
-            self.reconstruct_layer = layers.Dense(batch_input_shape[-1])
+            self.reconstruct_layer = layers.Dense(batch_input_shape[-1], **inner(self))
             self.reconstruct_layer.build(shape)
         self.out.build(shape)
         self.built = True
@@ -102,7 +104,9 @@ class ReconstructionRegressor(keras.Model):
             z = layer(z)  # (batch, 10)
         if self.with_reconstruction_loss:
             reconstruction = self.reconstruct_layer(z)  # (batch, features)
-            recon_loss = ops.mean(ops.square(reconstruction - inputs))
+            # In float32 under a mixed policy: a loss term, like the output, is kept in float32.
+            recon_loss = ops.mean(ops.square(ops.cast(reconstruction, "float32")
+                                             - ops.cast(inputs, "float32")))
             self.add_loss(RECONSTRUCTION_WEIGHT * recon_loss)
             self.reconstruction_tracker.update_state(recon_loss)
         return self.out(z)
@@ -161,5 +165,5 @@ def custom_mnist_model(input_dim=28 * 28, num_classes=10):
     inputs = keras.Input(shape=(input_dim,))
     features = layers.Dense(512, activation="relu")(inputs)
     features = layers.Dropout(0.5)(features)
-    outputs = layers.Dense(num_classes, activation="softmax")(features)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype=output_dtype())(features)
     return CustomModel(inputs, outputs)

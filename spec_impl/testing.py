@@ -1,9 +1,12 @@
 """Test helpers shared by the test suite and usable by users' own tests."""
 
+import inspect
+
 import numpy as np
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-6
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def to_numpy(x):
@@ -51,6 +54,8 @@ def run_layer_test(
     train_target=None,
     loss="mse",
     run_training_step=True,
+    mixed_precision=MIXED_POLICIES,
+    expected_float32_layers=0,
 ):
     """The contract every layer and model of the package meets, as Keras's `run_layer_test`.
 
@@ -58,10 +63,14 @@ def run_layer_test(
     eager call gives it with the real batch size; the trainable / non-trainable weight counts (and
     parameter count); `get_config` -> `from_config` reproduces the config and, with copied weights,
     the outputs; a `.keras` save and reload (without `custom_objects`) predicts identically; one
-    training step changes the trainable weights and gives a finite loss.
+    training step changes the trainable weights and gives a finite loss; and, as Keras's own
+    `run_mixed_precision_check`, the object under each mixed policy (`check_mixed_precision`).
 
     Args:
-        make: a zero-argument callable returning a fresh layer or model.
+        make: a callable returning a fresh layer or model. If it takes a `dtype` keyword (a
+            layer class, or `lambda **kw: MyLayer(3, **kw)`), the mixed-precision check passes the
+            policy as `dtype=`, which tests that the object hands it on to the layers it creates;
+            otherwise (a Functional builder) it sets the global policy around `make()`.
         input_data: a NumPy array, or a list / dict of arrays for several inputs.
         expected_output_shape: the output shape(s) *without* the batch axis; a list of tuples
             for several outputs.
@@ -72,6 +81,9 @@ def run_layer_test(
         train_target: targets for the training step (zeros shaped like the output by default).
         loss: the loss of the training step.
         run_training_step: `False` for objects without trainable weights.
+        mixed_precision: the mixed policies to check (see `check_mixed_precision`); `()` for none.
+        expected_float32_layers: how many layers compute in float32 under a mixed policy (the
+            model's output layers, which the Keras guide keeps in float32).
 
     Returns:
         The eager outputs of the first object, for further assertions.
@@ -140,4 +152,72 @@ def run_layer_test(
         assert np.isfinite(history.history["loss"][0])
         changed = [not np.array_equal(s, to_numpy(w)) for s, w in zip(start, model.trainable_weights)]
         assert any(changed), "one training step changed no trainable weight"
+
+    # 7. Mixed precision.
+    for policy in mixed_precision:
+        check_mixed_precision(make, input_data, policy, expected_float32_layers)
     return eager_out
+
+
+
+def _takes_dtype(make):
+    try:
+        parameters = inspect.signature(make).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "dtype" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
+    """The object made under `policy` keeps float32 variables and computes in the compute dtype.
+
+    Asserts, as Keras's `run_mixed_precision_check` does, that each eager output has the dtype
+    of `compute_output_spec` and every float variable is float32; and further, that exactly
+    `expected_float32_layers` of the layers inside compute in float32 (the output layers) while
+    every other one computes in the policy's compute dtype (a composite layer that does not
+    pass its policy on fails here), and that the outputs are float32 if there are such output
+    layers, else in the compute dtype.
+    """
+    import keras
+
+    from spec_impl.precision import global_policy
+
+    compute = keras.DTypePolicy(policy).compute_dtype
+    if _takes_dtype(make):
+        obj = make(dtype=policy)
+        outputs = obj(input_data)
+    else:
+        with global_policy(policy):
+            obj = make()
+            outputs = obj(input_data)
+    label = f"{type(obj).__name__} under {policy}"
+    specs = obj.compute_output_spec(_as_spec(input_data, compute))
+    for tensor, spec in zip(_as_list(outputs), _as_list(specs)):
+        got = keras.backend.standardize_dtype(tensor.dtype)
+        assert got == spec.dtype, f"{label}: output dtype {got}, output spec says {spec.dtype}"
+        want = "float32" if expected_float32_layers else compute
+        assert got == want, f"{label}: output dtype {got}, expected {want}"
+    for weight in obj.weights:
+        dtype = keras.backend.standardize_dtype(weight.dtype)
+        assert dtype == "float32", f"{label}: variable {weight.path} is {dtype}, not float32"
+    inner = [layer for layer in obj._flatten_layers(include_self=True, recursive=True)
+             if not isinstance(layer, keras.layers.InputLayer)]
+    in_float32 = [layer.name for layer in inner if layer.compute_dtype != compute]
+    assert all(layer.compute_dtype in (compute, "float32") for layer in inner)
+    assert len(in_float32) == expected_float32_layers, (
+        f"{label}: layers computing in float32 instead of {compute}: {in_float32} "
+        f"(expected {expected_float32_layers})")
+
+
+def _as_spec(input_data, compute):
+    import keras
+
+    def spec(a):
+        dtype = keras.backend.standardize_dtype(np.asarray(a).dtype)
+        return keras.KerasTensor(np.shape(a), compute if "float" in dtype else dtype)
+
+    if isinstance(input_data, dict):
+        return {k: spec(v) for k, v in input_data.items()}
+    if isinstance(input_data, (list, tuple)):
+        return [spec(v) for v in input_data]
+    return spec(input_data)

@@ -73,7 +73,8 @@ def test_documented_loss_on_logits_is_a_bug():
 def test_subclassed_cnn_contract(tmp_path):
     x = np.random.default_rng(2).random((2, *INPUT_SHAPE), dtype=np.float32)
     # Trainable: two conv kernels and biases, two BN gammas and betas, dense kernel and bias.
-    run_layer_test(lambda: SubclassedCNN(10), x, (10,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: SubclassedCNN(10, **kw), x, (10,), tmp_path=tmp_path,
+                   expected_float32_layers=1,
                    expected_num_trainable_weights=10, expected_num_non_trainable_weights=4,
                    expected_num_params=CNN_PARAMS)
 

@@ -131,7 +131,8 @@ def test_subclassed_ticket_model_names_missing_inputs():
 
 def test_customer_ticket_model_contract(tmp_path):
     inputs, priority, department = ticket_data(n=4, vocabulary_size=20, num_tags=5)
-    run_layer_test(lambda: CustomerTicketModel(num_departments=4), inputs, [(1,), (4,)],
+    run_layer_test(lambda **kw: CustomerTicketModel(num_departments=4, **kw), inputs, [(1,), (4,)],
+                   expected_float32_layers=2,
                    tmp_path=tmp_path, expected_num_trainable_weights=6,
                    train_target=[priority, department])
 
@@ -150,7 +151,8 @@ def test_classifier_head(num_classes, units, activation):
 
 def test_classifier_contract(tmp_path):
     x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
-    run_layer_test(lambda: Classifier(3), x, (3,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: Classifier(3, **kw), x, (3,), tmp_path=tmp_path,
+                   expected_float32_layers=1,
                    expected_num_trainable_weights=2, expected_num_params=6 * 3 + 3)
 
 

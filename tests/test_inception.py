@@ -62,14 +62,14 @@ def test_module_params_follow_the_formula():
 
 def test_conv_module_contract(tmp_path):
     x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
-    run_layer_test(lambda: ConvModule(4, 3, 1), x, (8, 8, 4), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: ConvModule(4, 3, 1, **kw), x, (8, 8, 4), tmp_path=tmp_path,
                    expected_num_trainable_weights=4, expected_num_non_trainable_weights=2,
                    expected_num_params=conv_module_params(3, 4, 3))
 
 
 def test_inception_module_contract(tmp_path):
     x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
-    run_layer_test(lambda: InceptionModule(2, 5), x, (8, 8, 7), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: InceptionModule(2, 5, **kw), x, (8, 8, 7), tmp_path=tmp_path,
                    expected_num_trainable_weights=8, expected_num_non_trainable_weights=4,
                    expected_num_params=inception_params(3, 2, 5))
 
@@ -77,7 +77,7 @@ def test_inception_module_contract(tmp_path):
 def test_downsample_module_contract(tmp_path):
     x = np.random.default_rng(0).random((2, 9, 9, 3), dtype=np.float32)
     # conv branch (9 - 3) // 2 + 1 = 4 wide, 6 filters, beside the 3 pooled input channels.
-    run_layer_test(lambda: DownsampleModule(6), x, (4, 4, 9), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: DownsampleModule(6, **kw), x, (4, 4, 9), tmp_path=tmp_path,
                    expected_num_trainable_weights=4, expected_num_non_trainable_weights=2,
                    expected_num_params=conv_module_params(3, 6, 3))
 

@@ -66,7 +66,7 @@ def test_my_dense_gradient_against_finite_differences_float64():
 
 def test_my_dense_contract(tmp_path):
     x = RNG.random((4, 6), dtype=np.float32)
-    run_layer_test(lambda: MyDense(3, activation="relu"), x, (3,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: MyDense(3, activation="relu", **kw), x, (3,), tmp_path=tmp_path,
                    expected_num_trainable_weights=2, expected_num_params=6 * 3 + 3)
 
 
@@ -113,7 +113,7 @@ def test_gaussian_noise_only_in_training(stddev):
 
 def test_gaussian_noise_contract(tmp_path):
     x = RNG.random((3, 4), dtype=np.float32)
-    run_layer_test(lambda: MyGaussianNoise(0.1, seed=3), x, (4,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: MyGaussianNoise(0.1, seed=3, **kw), x, (4,), tmp_path=tmp_path,
                    expected_num_trainable_weights=0, run_training_step=False)
 
 
@@ -134,7 +134,7 @@ def test_residual_block_adds_its_input(seed):
 
 def test_residual_block_contract(tmp_path):
     x = RNG.random((3, 5), dtype=np.float32)
-    run_layer_test(lambda: ResidualBlock(2, 5), x, (5,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: ResidualBlock(2, 5, **kw), x, (5,), tmp_path=tmp_path,
                    expected_num_trainable_weights=4, expected_num_params=2 * (5 * 5 + 5))
 
 

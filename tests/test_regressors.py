@@ -32,7 +32,8 @@ def test_residual_regressor_structure_and_block_reuse(seed):
 
 def test_residual_regressor_contract(tmp_path):
     x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
-    run_layer_test(lambda: ResidualRegressor(2), x, (2,), tmp_path=tmp_path,
+    run_layer_test(lambda **kw: ResidualRegressor(2, **kw), x, (2,), tmp_path=tmp_path,
+                   expected_float32_layers=1,
                    expected_num_trainable_weights=12,
                    expected_num_params=residual_regressor_params(5, 2))
 

@@ -1,0 +1,202 @@
+"""Mixed precision as Keras does it: every layer and model passes its dtype policy on, outputs
+are float32, `train` scales the loss under `mixed_float16` and matches `fit` under each policy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spec_impl import (
+    ConvModule,
+    InceptionModel,
+    MiniInception,
+    ReconstructionRegressor,
+    load_dataset,
+    train,
+)
+from spec_impl.engine import Trainer
+from spec_impl.precision import POLICIES, global_policy, is_mixed, output_dtype
+from spec_impl.registry import MODELS
+from spec_impl.testing import MIXED_POLICIES, assert_allclose, check_mixed_precision, run_layer_test
+
+RNG = np.random.default_rng(0)
+LOSS_SCALE = 2.0**15  # keras.optimizers.LossScaleOptimizer's initial_scale
+
+
+def _inputs(spec, batch=2):
+    if spec.name == "customer_ticket_model":
+        return {k: RNG.random((batch, n)).astype("float32")
+                for k, n in (("title", 10_000), ("text_body", 10_000), ("tags", 100))}
+    if spec.name.startswith("ticket"):
+        return [RNG.random((batch, n)).astype("float32") for n in (10_000, 10_000, 100)]
+    return RNG.random((batch, *spec.input_shape)).astype("float32")
+
+
+@pytest.mark.parametrize("policy", MIXED_POLICIES)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_registered_model_under_a_global_mixed_policy(name, policy):
+    # Variables float32, every hidden layer in the compute dtype, one float32 layer per output.
+    spec = MODELS[name]
+    x = _inputs(spec)
+    with global_policy(policy):
+        outputs = tf.nest.flatten(spec.build(spec.input_shape, spec.num_classes)(x))
+    check_mixed_precision(lambda: spec.build(spec.input_shape, spec.num_classes), x, policy,
+                          expected_float32_layers=len(outputs))
+
+
+def test_global_policy_is_restored_after_the_block():
+    with global_policy("mixed_bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.parametrize("cls,shape", [(MiniInception, (32, 32, 3)), (InceptionModel, (28, 28, 1))],
+                         ids=["MiniInception", "InceptionModel"])
+def test_inception_models_contract(cls, shape, tmp_path):
+    x = RNG.random((2, *shape)).astype("float32")
+    run_layer_test(lambda **kw: cls(10, **kw), x, (10,), tmp_path=tmp_path,
+                   expected_float32_layers=1, loss="sparse_categorical_crossentropy",
+                   train_target=np.array([1, 3]))
+
+
+def test_reconstruction_regressor_contract(tmp_path):
+    x = RNG.random((4, 3)).astype("float32")
+    # 5 hidden + reconstruction + output Dense layers: 14 weights.
+    run_layer_test(lambda **kw: ReconstructionRegressor(2, **kw), x, (2,), tmp_path=tmp_path,
+                   expected_float32_layers=1, expected_num_trainable_weights=14)
+
+
+def test_the_check_fails_for_a_composite_layer_that_keeps_its_policy():
+    class Forgetful(keras.layers.Layer):  # the documents' habit: sub-layers made without dtype
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    x = RNG.random((2, 4)).astype("float32")
+    with pytest.raises(AssertionError, match=r"output dtype float32, expected float16"):
+        check_mixed_precision(lambda **kw: Forgetful(**kw), x, "mixed_float16")
+
+
+def test_conv_module_computes_in_bfloat16():
+    # Before the policy was passed on, this module silently computed in float32.
+    module = ConvModule(4, dtype="mixed_bfloat16")
+    out = module(RNG.random((1, 8, 8, 3)).astype("float32"))
+    assert out.dtype == tf.bfloat16
+    assert module.conv.compute_dtype == module.bn.compute_dtype == "bfloat16"
+    assert {w.dtype for w in module.weights} == {"float32"}
+
+
+def test_output_dtype_is_float32_only_under_mixed_policies():
+    assert [output_dtype(p) for p in POLICIES] == ["float32", "float32", "float32"]
+    assert output_dtype("float64") == "float64"
+    assert [is_mixed(p) for p in POLICIES] == [False, True, True]
+
+
+# ---- loss scaling ----
+
+TINY = 1e-9  # makes d(loss)/d(hidden activations) about 1e-9: below float16's 6e-8
+
+
+def tiny_mse(y, p):
+    return TINY * tf.reduce_mean(tf.square(y - p))
+
+
+def underflow_model():
+    with global_policy("mixed_float16"):
+        return keras.Sequential([keras.Input((4,)),
+                                 keras.layers.Dense(4, kernel_initializer="ones", name="hidden"),
+                                 keras.layers.Dense(1, kernel_initializer="ones", name="out",
+                                                    dtype=output_dtype())])
+
+
+def underflow_data():
+    return np.full((8, 4), 0.5, "float32"), np.zeros((8, 1), "float32")
+
+
+def test_float16_gradients_underflow_without_loss_scaling():
+    model = underflow_model()
+    x, y = underflow_data()
+    with tf.GradientTape() as tape:
+        loss = tiny_mse(y, model(x, training=True))
+    kernel = model.get_layer("hidden").kernel
+    assert np.count_nonzero(tape.gradient(loss, kernel)) == 0  # all 16 entries underflowed
+    assert float(loss) > 0
+
+
+def test_train_scales_the_loss_and_the_hidden_layer_learns():
+    model = underflow_model()
+    x, y = underflow_data()
+    reference = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, kernel_initializer="ones"),
+                                  keras.layers.Dense(1, kernel_initializer="ones")])
+    with tf.GradientTape() as tape:  # the float32 gradient, the exact one
+        loss = tiny_mse(y, reference(x))
+    exact = tape.gradient(loss, reference.layers[0].kernel).numpy()
+    lr = 1e6  # so that a 1e-9 gradient moves a weight of 1.0 visibly
+    history = train(model, (x, y), loss=tiny_mse, optimizer=keras.optimizers.SGD(lr),
+                    batch_size=8, verbose=0)
+    optimizer = history.trainer.optimizer
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert float(optimizer.dynamic_scale) == LOSS_SCALE  # one finite step: scale unchanged
+    moved = model.get_layer("hidden").kernel.numpy() - 1.0
+    # float16 keeps ~3 significant digits of the scaled gradient: rtol 1e-2.
+    assert_allclose(moved, -lr * exact, rtol=1e-2, atol=0)
+
+
+def test_train_keeps_a_loss_scale_optimizer_it_is_given():
+    with global_policy("mixed_float16"):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    given = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=8.0)
+    trainer = Trainer(model, loss="mse", optimizer=given)
+    assert trainer.optimizer is given
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_no_loss_scaling_without_float16(policy):
+    with global_policy(policy):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    trainer = Trainer(model, loss="mse", optimizer="sgd")
+    assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+# ---- train against fit, each policy, each mode ----
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), _ = load_dataset("digits", input_shape=(64,))
+    return x[:96], y[:96]
+
+
+def _mlp(policy, seed=0):
+    keras.utils.set_random_seed(seed)
+    with global_policy(policy):
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                                 keras.layers.Dense(10, activation="softmax", dtype=output_dtype())])
+
+
+# Tolerances: float32 as in test_engine; the low-precision ones are a few units of the compute
+# dtype's last place (float16 ~1e-3, bfloat16 ~1e-2) on weights of size ~0.3.
+TOLERANCE = {"float32": 1e-5, "mixed_float16": 2e-3, "mixed_bfloat16": 2e-2}
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_train_matches_fit_under_each_policy(policy, mode, digits):
+    x, y = digits
+    reference = _mlp(policy)
+    initial = reference.get_weights()
+    reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    fit = reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
+    model = _mlp(policy, seed=1)
+    model.set_weights(initial)
+    history = train(model, (x, y), loss="sparse_categorical_crossentropy",
+                    optimizer=keras.optimizers.SGD(0.1), epochs=2, batch_size=32, mode=mode,
+                    verbose=0)
+    assert isinstance(history.trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (
+        policy == "mixed_float16")
+    assert {w.dtype for w in model.weights} == {"float32"}
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        assert_allclose(got, want, atol=TOLERANCE[policy], rtol=0)
+    assert_allclose(history["loss"], fit["loss"], atol=TOLERANCE[policy], rtol=0)
