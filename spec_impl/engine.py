@@ -90,6 +90,12 @@ def _compile(fn, mode, signature):
     return tf.function(fn, input_signature=signature, jit_compile=(mode == "xla"))
 
 
+def _batch_size(x):
+    """The running loss is weighted by batch size, as under `fit`: an epoch's loss is the mean
+    over its samples, so a partial last batch counts for what it holds."""
+    return tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+
+
 def _scalar(tag, value):
     """`tf.summary.scalar` under exactly `tag`, whatever name scope (AutoGraph's `while/cond`
     inside a multi-step loop) is current."""
@@ -176,7 +182,7 @@ class Trainer:
         variables = self.model.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
-        self.train_loss.update_state(loss)
+        self.train_loss.update_state(loss, sample_weight=_batch_size(x))
         for metric in self.train_metrics:
             metric.update_state(y, predictions)
         return loss
@@ -184,7 +190,7 @@ class Trainer:
     def _test_step(self, x, y):
         predictions = self.model(x, training=False)
         loss = self._total_loss(y, predictions)
-        self.val_loss.update_state(loss)
+        self.val_loss.update_state(loss, sample_weight=_batch_size(x))
         for metric in self.val_metrics:
             metric.update_state(y, predictions)
         return loss

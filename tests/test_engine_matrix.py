@@ -1,0 +1,266 @@
+"""The engine's options together: mode x logging x checkpoints x callbacks x metrics, and
+`steps_per_execution` against one step per call and against `fit(steps_per_execution=k)`."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from spec_impl import load_dataset, train
+from spec_impl.engine import MODES
+from spec_impl.testing import assert_allclose
+
+N_TRAIN, BATCH, EPOCHS = 100, 32, 2  # 4 steps per epoch, the last one partial (4 samples)
+STEPS = -(-N_TRAIN // BATCH)
+ATOL = 1e-5  # float32 reductions in another order (XLA fuses differently)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), (x_test, y_test) = load_dataset("digits", input_shape=(64,))
+    return (x[:N_TRAIN], y[:N_TRAIN]), (x_test[:64], y_test[:64])
+
+
+def mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+class Recorder(keras.callbacks.Callback):
+    """Every hook call, with its batch or epoch index."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.calls.append(("begin", batch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("end", batch, float(logs["loss"])))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch", epoch))
+
+
+def run(data, tmp_path, *, mode="function", log=False, ckpt=False, callbacks=False,
+        metrics=False, k=1):
+    model = mlp()
+    recorder = Recorder()
+    history = train(model, data[0], loss="sparse_categorical_crossentropy",
+                    optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
+                    validation_data=data[1], metrics=["accuracy"] if metrics else (), mode=mode,
+                    log_dir=str(tmp_path / "logs") if log else None,
+                    checkpoint_dir=str(tmp_path / "ckpt") if ckpt else None,
+                    callbacks=[recorder] if callbacks else (), verbose=0, steps_per_execution=k)
+    return model, history, recorder
+
+
+@pytest.fixture(scope="module")
+def reference(digits, tmp_path_factory):
+    """`function` mode, one step per call, no extras."""
+    model, history, _ = run(digits, tmp_path_factory.mktemp("ref"))
+    return model.get_weights(), history
+
+
+def steps_of(folder, tag):
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [e.step for e in acc.Tensors(tag)] if tag in acc.Tags()["tensors"] else []
+
+
+AXES = list(itertools.product(MODES, [False, True], [False, True], [False, True], [False, True]))
+
+
+@pytest.mark.parametrize(
+    "mode,log,ckpt,callbacks,metrics", AXES,
+    ids=["-".join([m, *(name for name, on in zip(("log", "ckpt", "cb", "metrics"), flags) if on)])
+         for m, *flags in AXES])
+def test_every_combination_trains_writes_and_agrees(mode, log, ckpt, callbacks, metrics, digits,
+                                                    reference, tmp_path):
+    model, history, recorder = run(digits, tmp_path, mode=mode, log=log, ckpt=ckpt,
+                                   callbacks=callbacks, metrics=metrics)
+    ref_weights, ref_history = reference
+    for got, want in zip(model.get_weights(), ref_weights):
+        assert_allclose(got, want, atol=ATOL)
+    assert_allclose(history["loss"], ref_history["loss"], atol=ATOL)
+    assert_allclose(history["val_loss"], ref_history["val_loss"], atol=ATOL)
+    expected_keys = {"loss", "val_loss"} | ({"accuracy", "val_accuracy"} if metrics else set())
+    assert set(history) == expected_keys and all(len(v) == EPOCHS for v in history.values())
+    if log:
+        train_dir, val_dir = tmp_path / "logs" / "train", tmp_path / "logs" / "validation"
+        assert steps_of(train_dir, "batch_loss") == list(range(1, EPOCHS * STEPS + 1))
+        assert steps_of(train_dir, "epoch_loss") == steps_of(val_dir, "epoch_loss") == [0, 1]
+        assert bool(steps_of(train_dir, "batch_accuracy")) == metrics
+    else:
+        assert not (tmp_path / "logs").exists()
+    if ckpt:
+        assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith(f"ckpt-{EPOCHS}")
+    else:
+        assert not (tmp_path / "ckpt").exists()
+    if callbacks:
+        ends = [c[1] for c in recorder.calls if c[0] == "end"]
+        assert ends == list(range(STEPS)) * EPOCHS
+        assert [c[1] for c in recorder.calls if c[0] == "epoch"] == [0, 1]
+    else:
+        assert recorder.calls == []
+
+
+# ---- several steps per call ----
+
+def _groups(k, steps=STEPS):
+    """(first, last) step of each call: k steps, the last call of an epoch the rest."""
+    return [(s, min(s + k, steps) - 1) for s in range(0, steps, k)]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("mode", MODES)
+def test_steps_per_execution_matches_one_step_per_call(mode, k, digits, reference, tmp_path):
+    model, history, recorder = run(digits, tmp_path, mode=mode, log=True, ckpt=True,
+                                   callbacks=True, metrics=True, k=k)
+    ref_weights, ref_history = reference
+    for got, want in zip(model.get_weights(), ref_weights):
+        assert_allclose(got, want, atol=ATOL)
+    assert_allclose(history["loss"], ref_history["loss"], atol=ATOL)
+    assert_allclose(history["val_loss"], ref_history["val_loss"], atol=ATOL)
+    # TensorBoard: one batch scalar per step, whatever k; validation as well.
+    assert steps_of(tmp_path / "logs" / "train", "batch_loss") == list(range(1, EPOCHS * STEPS + 1))
+    val_steps = 64 // BATCH
+    assert steps_of(tmp_path / "logs" / "validation", "batch_loss") == list(
+        range(1, EPOCHS * val_steps + 1))
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith(f"ckpt-{EPOCHS}")
+    # Callbacks: one begin / end pair per call, as under fit(steps_per_execution=k).
+    calls = [c[:2] for c in recorder.calls if c[0] != "epoch"]
+    expected = [(hook, step) for first, last in _groups(k) for hook, step in
+                (("begin", first), ("end", last))]
+    assert calls == expected * EPOCHS
+    # The logs at the last call of an epoch are that epoch's loss.
+    last_ends = [c[2] for c in recorder.calls if c[0] == "end" and c[1] == STEPS - 1]
+    assert_allclose(last_ends, history["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=lambda k: f"k{k}")
+def test_callback_calls_match_fit_with_the_same_steps_per_execution(k, digits):
+    # 4 steps per epoch: k = 1 and 2 divide it, where fit's and train's step indices coincide.
+    x, y = digits[0]
+    fit_recorder, train_recorder = Recorder(), Recorder()
+    model = mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  steps_per_execution=k)
+    fit = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+                    callbacks=[fit_recorder]).history
+    mine = mlp()
+    history = train(mine, (x, y), loss="sparse_categorical_crossentropy",
+                    optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
+                    callbacks=[train_recorder], verbose=0, steps_per_execution=k)
+    assert [c[:2] for c in train_recorder.calls] == [c[:2] for c in fit_recorder.calls]
+    assert_allclose([c[2] for c in train_recorder.calls if c[0] == "end"],
+                    [c[2] for c in fit_recorder.calls if c[0] == "end"], atol=ATOL)
+    assert_allclose(history["loss"], fit["loss"], atol=ATOL)
+    for got, want in zip(mine.get_weights(), model.get_weights()):
+        assert_allclose(got, want, atol=ATOL)
+
+
+def test_steps_per_execution_checkpoints_at_the_call_that_reaches_checkpoint_every(digits,
+                                                                                  tmp_path):
+    # k = 3, checkpoint_every = 2: calls end after steps 3 and 4 (epoch 1); the call ending at
+    # step 3 crosses 2, the one at 4 crosses 4; then the epoch-end checkpoint.
+    train(mlp(), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1,
+          batch_size=BATCH, checkpoint_dir=str(tmp_path), checkpoint_every=2,
+          steps_per_execution=3, verbose=0)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    index = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [os.path.basename(p) for p in index.all_model_checkpoint_paths] == [
+        "ckpt-1", "ckpt-2", "ckpt-3"]
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    first = tf.train.load_checkpoint(str(tmp_path / "ckpt-1"))
+    assert (first.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
+            first.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, 3)
+
+
+def test_non_finite_loss_names_the_step_inside_a_group(digits):
+    x, y = digits[0]
+    x = x.copy()
+    x[70] = np.nan  # the third batch: the first call (k = 2) passes, the second fails
+    with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 3: "):
+        train(mlp(), (x, y), loss="sparse_categorical_crossentropy", optimizer="sgd",
+              batch_size=BATCH, steps_per_execution=2, verbose=0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])
+def test_bad_steps_per_execution(bad, digits):
+    with pytest.raises(ValueError, match=r"positive integer for `steps_per_execution`. "
+                                         rf"Received: steps_per_execution={bad!r}"):
+        train(mlp(), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd",
+              steps_per_execution=bad, verbose=0)
+
+
+def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
+    # A filtered dataset has no known length: the host reads each call's step count instead.
+    x, y = digits[0]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).filter(lambda a, b: True)
+    assert int(data.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    model = mlp()
+    history = train(model, data, loss="sparse_categorical_crossentropy",
+                    optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, steps_per_execution=3,
+                    verbose=0)
+    assert_allclose(history["loss"], reference[1]["loss"], atol=ATOL)
+    for got, want in zip(model.get_weights(), reference[0]):
+        assert_allclose(got, want, atol=ATOL)
+
+
+RESUMABLE = """
+import os, signal, sys
+import keras, numpy as np, tensorflow as tf
+from spec_impl import load_dataset, train
+ckpt_dir, out, kill_at, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+tf.config.experimental.enable_op_determinism()
+keras.utils.set_random_seed(0)
+(x, y), _ = load_dataset("digits", input_shape=(64,))
+model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                          keras.layers.Dense(10, activation="softmax")])
+
+class Killer(keras.callbacks.Callback):
+    seen = 0
+    def on_train_batch_end(self, batch, logs=None):
+        Killer.seen += 1
+        if Killer.seen == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+history = train(model, (x[:320], y[:320]), loss="sparse_categorical_crossentropy",
+                optimizer=keras.optimizers.Adam(1e-2), epochs=3, batch_size=32,
+                checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0,
+                steps_per_execution=k)
+np.savez(out, *model.get_weights(), loss=np.array(history["loss"]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_with_steps_per_execution_resumes_to_the_same_weights(tmp_path):
+    # 10 steps per epoch, k = 3: calls end at steps 3, 6, 9, 10. Checkpoints when a call crosses
+    # a multiple of 4 (after steps 6 and 9) and at each epoch end. SIGKILL at the 6th call (epoch
+    # 2, after step 6): the resumed run restarts from epoch 2, step 6, and its groups shift.
+    def go(folder, kill_at):
+        return subprocess.run([sys.executable, "-c", RESUMABLE, str(tmp_path / folder),
+                               str(tmp_path / f"{folder}.npz"), str(kill_at), "3"],
+                              capture_output=True, text=True, timeout=300)
+
+    straight = go("a", 0)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = go("b", 6)
+    assert killed.returncode == -9 and not (tmp_path / "b.npz").exists()
+    resumed = go("b", 0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    weights = [key for key in a.files if key.startswith("arr_")]
+    assert len(weights) == 4
+    for key in weights:
+        assert_allclose(b[key], a[key], atol=0, rtol=0)
+    assert_allclose(b["loss"], a["loss"][1:], atol=0, rtol=0)
