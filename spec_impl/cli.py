@@ -9,6 +9,16 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
 def cmd_summary(args):
     from spec_impl.registry import format_summary, summary_rows
 
@@ -31,6 +41,7 @@ def cmd_train(args):
     from spec_impl.data import class_names, load_dataset
     from spec_impl.engine import train
     from spec_impl.evaluation import evaluate_classifier
+    from spec_impl.precision import global_policy
     from spec_impl.saving import save_model_atomic
 
     spec = get_model_spec(args.model)
@@ -48,7 +59,8 @@ def cmd_train(args):
         return 2
     keras.utils.set_random_seed(args.seed)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    model = spec.build(spec.input_shape, num_classes)
+    with global_policy(args.precision):  # the model keeps its policy after the block
+        model = spec.build(spec.input_shape, num_classes)
     history = train(
         model, (x_train, y_train),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.from_logits),
@@ -56,7 +68,7 @@ def cmd_train(args):
         epochs=args.epochs, validation_data=(x_test, y_test), metrics=["accuracy"],
         mode=args.mode, log_dir=args.log_dir, checkpoint_dir=checkpoint_dir,
         batch_size=args.batch_size, verbose=0 if args.quiet else 1,
-        recalibrate_bn=not args.no_recalibrate_bn,
+        recalibrate_bn=not args.no_recalibrate_bn, steps_per_execution=args.steps_per_execution,
     )
     if not history:
         print(f"Nothing to train: the checkpoints in {checkpoint_dir} already reach "
@@ -110,6 +122,10 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--mode", choices=["eager", "function", "xla"], default="function")
+    p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   default="float32", help="Keras dtype policy (mixed_float16 scales the loss)")
+    p.add_argument("--steps-per-execution", type=_positive_int, default=1, metavar="K",
+                   help="batches per compiled call (as fit's steps_per_execution)")
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (train/ and validation/)")
     p.add_argument("--out", default="runs/latest", help="folder for the model, report, plots, checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")

@@ -63,3 +63,26 @@ def test_resume_of_a_finished_run_only_evaluates(finished_run):
                "--resume", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Nothing to train" in proc.stdout and "already reach --epochs 1" in proc.stdout and "test accuracy" in proc.stdout
+
+
+def test_mixed_precision_and_several_steps_per_call(tmp_path):
+    proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "128", "--out", str(tmp_path),
+               "--precision", "mixed_bfloat16", "--steps-per-execution", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import keras
+
+    model = keras.models.load_model(tmp_path / "model.keras")
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    # The hidden Dense computes in bfloat16, the softmax output in float32; variables float32.
+    assert [layer.compute_dtype for layer in dense] == ["bfloat16", "float32"]
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--steps-per-execution", "0", "expected a positive integer, received '0'"),
+    ("--precision", "float16", "invalid choice: 'float16'"),
+])
+def test_bad_precision_or_steps_per_execution(flag, value, message, tmp_path):
+    proc = run("--model", "mnist_mlp", "--out", str(tmp_path), flag, value)
+    assert proc.returncode == 2 and message in proc.stderr
