@@ -16,16 +16,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.engine import MODES, Trainer  # noqa: F401  (MODES is re-exported to the benchmarks)
+from spec_impl.engine import MODES, Trainer, untuned_options  # noqa: F401  (MODES: for the benchmarks)
 
 WORKLOADS = ("residual_regressor", "mnist_mlp", "cnn", "mini_inception", "ticket_classifier")
 DEFAULT_BATCH = {"residual_regressor": 32, "mnist_mlp": 32, "cnn": 128, "mini_inception": 32,
                  "ticket_classifier": 32}
 PEAK_MATMUL_N = 2048
-# Batches per timed call in the pytest-benchmark suite (custom loop and fit alike).
-PLAN_STEPS = {"residual_regressor": 20, "mnist_mlp": 20, "cnn": 10, "mini_inception": 3,
-              "ticket_classifier": 10}
+# (batches per timed round, rounds) per workload, for `spec-impl bench` and `pytest benchmarks`
+# alike; --quick halves the rounds. At steps_per_execution k a round runs max(batches, k) batches.
+PLAN = {"residual_regressor": (20, 5), "mnist_mlp": (20, 5), "cnn": (10, 5),
+        "mini_inception": (3, 3), "ticket_classifier": (10, 5)}
 EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
+SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}  # batch sizes
+STEPS_PER_EXECUTION = (1, 8, 32)  # loop and fit, each at these k
+
+
+def plan_steps(name, k=1):
+    """Batches per timed round of `name` at steps_per_execution `k` (a multiple of k)."""
+    steps = PLAN[name][0]
+    return steps if k == 1 else k * -(-steps // k)
 DOC_EVAL_SPEEDUP = 1.80 / 0.8  # document 002: 1.80 s eagerly, 0.8 s with tf.function
 
 
@@ -45,7 +54,7 @@ class Workload:
         rep = lambda t: tf.concat([t] * steps, axis=0)  # noqa: E731
         return tf.data.Dataset.from_tensor_slices(
             (tf.nest.map_structure(rep, self.x), tf.nest.map_structure(rep, self.y))
-        ).batch(self.batch_size)
+        ).batch(self.batch_size).with_options(untuned_options())  # see engine.as_dataset
 
     def element_spec(self):
         return self.dataset(1).element_spec
@@ -87,10 +96,11 @@ def build_workload(name, batch_size=None, seed=0):
     return Workload(name, model, loss, x, y, b)
 
 
-def make_trainer(workload, mode):
+def make_trainer(workload, mode, steps_per_execution=1):
     """A `Trainer` in `mode` with a fresh Adam optimizer, built and ready to step."""
     trainer = Trainer(workload.model, loss=workload.loss, optimizer=keras.optimizers.Adam(1e-4),
-                      mode=mode, element_spec=workload.element_spec())
+                      mode=mode, element_spec=workload.element_spec(),
+                      steps_per_execution=steps_per_execution)
     trainer.optimizer.build(workload.model.trainable_variables)
     return trainer
 
@@ -145,18 +155,24 @@ def same_batch_runner(trainer, workload, steps):
 
 
 def loop_runner(trainer, dataset):
-    """A callable running the custom loop over `dataset`: one `float(loss)` a step, as `train`."""
+    """A callable running the custom loop over `dataset` as `train` does: one call of
+    `train_function` per `steps_per_execution` batches, completion forced once at the end."""
+    calls = -(-int(dataset.cardinality()) // trainer.steps_per_execution)
+
     def run():
-        for x, y in dataset:
-            float(trainer.train_step(x, y))
+        iterator = iter(dataset)
+        for _ in range(calls):
+            trainer.train_function(iterator)
+        float(trainer.train_loss.result())  # wait for the last step
 
     return run
 
 
-def fit_runner(workload, dataset):
+def fit_runner(workload, dataset, steps_per_execution=1):
     """A callable running one `model.fit` epoch over `dataset` (the model compiled here)."""
     model = workload.model
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss,
+                  steps_per_execution=steps_per_execution)
     return lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)
 
 
@@ -172,14 +188,15 @@ def loop_step_seconds(trainer, workload, steps, rounds, warmup=1):
 
 
 def loop_and_fit_step_seconds(trainer, workload, steps, rounds, warmup=1):
-    """Per-step times of the custom loop and of `model.fit` over the same `steps` batches.
+    """Per-step times of the custom loop and of `model.fit` over the same `steps` batches, both
+    at the trainer's `steps_per_execution`.
 
     The two are timed in alternation, round by round, so that a machine whose speed drifts
     during the run (shared or throttled cores) biases neither; medians over rounds.
     """
     dataset = workload.dataset(steps)
     loop = loop_runner(trainer, dataset)
-    fit = fit_runner(workload, dataset)
+    fit = fit_runner(workload, dataset, trainer.steps_per_execution)
     for _ in range(warmup):
         fit()
         loop()

@@ -4,28 +4,28 @@ import json
 import os
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.bench import (DOC_EVAL_SPEEDUP, EVAL_BATCH, EVAL_SAMPLES, MODES, WORKLOADS,
-                             build_workload, loop_and_fit_step_seconds, loop_step_seconds, machine_info,
-                             make_trainer, median_seconds, peak_gflops, step_flops, step_seconds,
-                             timed, tracing_count)
-
-# (steps per timed round, rounds) per workload; --quick divides the rounds.
-PLAN = {"residual_regressor": (20, 5), "mnist_mlp": (20, 5), "cnn": (10, 5),
-        "mini_inception": (3, 3), "ticket_classifier": (10, 5)}
-SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}
+from spec_impl.bench import (DOC_EVAL_SPEEDUP, EVAL_BATCH, EVAL_SAMPLES, MODES, PLAN,
+                             SCALING, STEPS_PER_EXECUTION, WORKLOADS, build_workload,
+                             loop_and_fit_step_seconds, loop_step_seconds, machine_info,
+                             make_trainer, median_seconds, peak_gflops, plan_steps, step_flops,
+                             step_seconds, timed, tracing_count)
+from spec_impl.precision import global_policy
 QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}
 
 
+def _rounds(name, quick):
+    rounds = PLAN[name][1]
+    return max(2, rounds // 2) if quick else rounds
+
+
 def bench_train_steps(name, quick, peak, batch_size=None):
-    """ms/step of the train step in each mode (the step alone, on one batch), then the per-step
-    cost of the whole loop (data iteration included) in function mode and of `fit` over the same
-    batches; with first-call and FLOP figures."""
-    steps, rounds = PLAN[name]
-    rounds = max(2, rounds // 2) if quick else rounds
+    """ms/step of the train step in each mode (the step alone, on one fixed batch), then the
+    whole loop (`train_function` over a dataset, function mode) and `fit` over the same batches
+    at each steps_per_execution k; with first-call and FLOP figures."""
+    steps, rounds = PLAN[name][0], _rounds(name, quick)
     workload = build_workload(name, batch_size)
     rows = []
     flops = None
@@ -37,13 +37,17 @@ def bench_train_steps(name, quick, peak, batch_size=None):
         if flops is None:
             flops = step_flops(trainer, workload)
         rows.append(_row(name, mode, workload.batch_size, seconds, flops, peak, first))
-        if mode == "function":
-            loop, fit = loop_and_fit_step_seconds(trainer, workload, steps, rounds, warmup=1)
         retraces = tracing_count(trainer) - traces
         if retraces:
             raise RuntimeError(f"{name} [{mode}] retraced {retraces} times after its first step")
-    rows.append(_row(name, "loop", workload.batch_size, loop, flops, peak, None))
-    rows.append(_row(name, "fit", workload.batch_size, fit, flops, peak, None))
+    for k in STEPS_PER_EXECUTION:
+        trainer = make_trainer(workload, "function", k)
+        # A round of k = 32 runs 32 batches: fewer rounds for the slow models.
+        k_rounds = max(1, min(rounds, rounds * steps // plan_steps(name, k)))
+        loop, fit = loop_and_fit_step_seconds(trainer, workload, plan_steps(name, k), k_rounds)
+        for runner, seconds in (("loop", loop), ("fit", fit)):
+            row = _row(name, runner, workload.batch_size, seconds, flops, peak, None)
+            rows.append({**row, "mode": f"{runner}_k{k}", "steps_per_execution": k})
     return rows
 
 
@@ -98,8 +102,7 @@ def bench_scaling(quick):
         for b in sizes:
             workload = build_workload(name, b)
             trainer = make_trainer(workload, "function")
-            steps = 3 if name == "mini_inception" else 10
-            seconds = loop_step_seconds(trainer, workload, steps, rounds=2 if quick else 3)
+            seconds = loop_step_seconds(trainer, workload, plan_steps(name), rounds=2 if quick else 3)
             rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
                          "samples_per_s": b / seconds})
     return rows
@@ -115,15 +118,15 @@ def run_suite(quick=False, device="cpu", workloads=WORKLOADS, log=print):
         for name in workloads:
             log(f"timing {name} ...")
             results["train_steps"] += bench_train_steps(name, quick, results["peak_gflops"])
-        if device == "gpu":
-            keras.mixed_precision.set_global_policy("mixed_float16")
-            try:  # document 000 trained MiniInception in mixed precision at batch 256
-                rows = bench_train_steps("mini_inception", quick, results["peak_gflops"], 256)
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
-            for row in rows:
-                row["workload"] = "mini_inception_mixed_float16"
-            results["train_steps"] += rows
+        # Document 000 trained MiniInception in mixed_float16 at batch 256 on a GPU; a CPU has
+        # no fast float16, and oneDNN may (or may not) speed up bfloat16.
+        policy, batch = ("mixed_float16", 256) if device == "gpu" else ("mixed_bfloat16", None)
+        log(f"timing mini_inception in {policy} ...")
+        with global_policy(policy):
+            rows = bench_train_steps("mini_inception", quick, results["peak_gflops"], batch)
+        for row in rows:
+            row["workload"] = f"mini_inception_{policy}"
+        results["train_steps"] += rows
         log("timing the evaluation loop, retracing and batch scaling ...")
         results["eval_loop"] = bench_eval_loop(quick)
         results["retracing"] = bench_retracing()
@@ -150,16 +153,30 @@ def format_tables(results):
         lines.append(f"{name} (batch {b}, {_fmt(rows['function']['flops_per_step'], '{:,}')} FLOPs/step)")
         lines.append(f"  {'mode':<10}{'ms/step':>10}{'samples/s':>12}{'GFLOP/s':>10}"
                      f"{'% peak':>8}{'first call s':>14}")
-        for mode in (*MODES, "loop", "fit"):
-            r = rows[mode]
+        for mode in (*MODES, *(f"{r}_k{k}" for k in STEPS_PER_EXECUTION for r in ("loop", "fit"))):
+            r = rows.get(mode)
+            if r is None:
+                continue
             lines.append(f"  {mode:<10}{r['ms_per_step']:>10.2f}{r['samples_per_s']:>12.0f}"
                          f"{_fmt(r['gflops'], '{:.1f}'):>10}{_fmt(r['pct_of_peak'], '{:.0f}%'):>8}"
                          f"{_fmt(r['first_call_s'], '{:.2f}'):>14}")
         ms = {mode: rows[mode]["ms_per_step"] for mode in rows}
-        lines.append(f"  eager -> function x{ms['eager'] / ms['function']:.1f}; "
-                     f"function -> xla x{ms['function'] / ms['xla']:.2f}; "
-                     f"loop / fit = {ms['loop'] / ms['fit']:.2f} (<= 1: the loop is as fast)")
+        last = STEPS_PER_EXECUTION[-1]
+        if {"eager", "xla", "loop_k1", f"loop_k{last}"} <= set(ms):
+            lines.append(f"  eager -> function x{ms['eager'] / ms['function']:.1f}; "
+                         f"function -> xla x{ms['function'] / ms['xla']:.2f}; "
+                         f"loop_k1 / fixed-batch step = {ms['loop_k1'] / ms['function']:.2f}; "
+                         f"loop k1 -> k{last} x{ms['loop_k1'] / ms[f'loop_k{last}']:.1f}")
+            lines.append("  loop / fit (<= 1: the loop is as fast): " + ", ".join(
+                f"k{k} {ms[f'loop_k{k}'] / ms[f'fit_k{k}']:.2f}" for k in STEPS_PER_EXECUTION))
         lines.append("")
+    if "mini_inception" in by_workload:
+        for name in by_workload:
+            if name.startswith("mini_inception_mixed"):
+                ratio = (by_workload["mini_inception"]["function"]["ms_per_step"]
+                         / by_workload[name]["function"]["ms_per_step"])
+                lines += [f"Mixed precision: {name[len('mini_inception_'):]} step x{ratio:.2f} "
+                          f"the float32 step (> 1: faster)", ""]
     e = results["eval_loop"]
     lines += [f"Evaluation loop (document 002: {EVAL_SAMPLES:,} samples, batch {EVAL_BATCH}, MLP)",
               f"  eager {e['eager']:.2f} s, function {e['function']:.2f} s, model.evaluate "
@@ -190,7 +207,8 @@ def plot(results, path):
     from spec_impl._plot import new_figure
 
     names = list(dict.fromkeys(r["workload"] for r in results["train_steps"]))
-    modes = (*MODES, "loop", "fit")
+    modes = (*MODES, "loop_k1", "fit_k1", f"loop_k{STEPS_PER_EXECUTION[-1]}",
+             f"fit_k{STEPS_PER_EXECUTION[-1]}")
     figure = new_figure((10, 4.5))
     axes = figure.add_subplot()
     width = 0.8 / len(modes)

@@ -49,7 +49,11 @@ def test_tables_show_ratios():
                     "device": "cpu"},
         "peak_gflops": 100.0,
         "train_steps": [_row("w", "eager", 40.0), _row("w", "function", 4.0),
-                        _row("w", "xla", 8.0), _row("w", "loop", 4.5), _row("w", "fit", 5.0)],
+                        _row("w", "xla", 8.0), _row("w", "loop_k1", 4.5), _row("w", "fit_k1", 5.0),
+                        _row("w", "loop_k8", 2.0), _row("w", "fit_k8", 2.5),
+                        _row("w", "loop_k32", 1.5), _row("w", "fit_k32", 1.5),
+                        _row("mini_inception", "function", 100.0),
+                        _row("mini_inception_mixed_bfloat16", "function", 80.0)],
         "eval_loop": {"eager": 2.0, "function": 0.5, "evaluate": 0.6,
                       "speedup_eager_to_function": 4.0, "document_speedup": 2.25},
         "retracing": {"python_scalar_ms": 5.0, "tensor_ms": 0.5, "scalar_traces": 10,
@@ -58,7 +62,10 @@ def test_tables_show_ratios():
         "seconds": 1.0,
     }
     text = format_tables(results)
-    assert "eager -> function x10.0; function -> xla x0.50; loop / fit = 0.90" in text
+    assert ("eager -> function x10.0; function -> xla x0.50; loop_k1 / fixed-batch step = 1.12; "
+            "loop k1 -> k32 x3.0") in text
+    assert "loop / fit (<= 1: the loop is as fast): k1 0.90, k8 0.80, k32 1.00" in text
+    assert "Mixed precision: mixed_bfloat16 step x1.25 the float32 step" in text
     assert "Test CPU" in text and "x4.0 (document: 1.80 s -> 0.8 s, x2.25)" in text
 
 
