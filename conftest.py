@@ -6,11 +6,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import random  # noqa: E402
+import random
+import shutil
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "spec_impl",
@@ -41,3 +42,24 @@ def _fresh_keras_session():
 
     keras.backend.clear_session()
     yield
+
+
+# System tools some tests need, with the command that installs each. A test that needs one is
+# skipped, with that command, where the tool is missing; `.ci/run` installs them and sets
+# SPEC_IMPL_REQUIRE_TOOLS so that a missing tool fails the run instead of skipping silently.
+SYSTEM_TOOLS = {"dot": "apt-get install graphviz  (Debian / Ubuntu; brew install graphviz on macOS)"}
+
+
+@pytest.fixture
+def graphviz():
+    """Skip (or, under CI, fail) unless Graphviz's `dot`, which `plot_model` runs, is on PATH."""
+    _require_tool("dot")
+
+
+def _require_tool(name):
+    if shutil.which(name):
+        return
+    reason = f"`{name}` is not on PATH; install it with: {SYSTEM_TOOLS[name]}"
+    if os.environ.get("SPEC_IMPL_REQUIRE_TOOLS"):
+        pytest.fail(f"SPEC_IMPL_REQUIRE_TOOLS is set and {reason}")
+    pytest.skip(reason)

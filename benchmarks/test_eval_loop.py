@@ -3,17 +3,13 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from spec_impl.bench import EVAL_BATCH, EVAL_SAMPLES, build_workload, make_trainer
+from spec_impl.bench import EVAL_BATCH, EVAL_SAMPLES, build_workload, eval_data, make_trainer
 
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.random((EVAL_SAMPLES, 784)).astype("float32")
-    y = rng.integers(0, 10, EVAL_SAMPLES)
-    return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH)
+    return eval_data()
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "evaluate"])

@@ -3,8 +3,15 @@
 import pytest
 
 from benchmarks.conftest import record
-from spec_impl.bench import (SCALING, build_workload, loop_runner, make_trainer, plan_steps,
-                             step_flops, tracing_count)
+from spec_impl.bench import (
+    SCALING,
+    build_workload,
+    loop_runner,
+    make_trainer,
+    plan_steps,
+    step_flops,
+    tracing_count,
+)
 
 
 @pytest.mark.parametrize("name,batch_size",

@@ -8,9 +8,19 @@ Each timed call runs `steps_per_call` steps; `extra_info["ms_per_step"]` is one 
 import pytest
 
 from benchmarks.conftest import record
-from spec_impl.bench import (MODES, STEPS_PER_EXECUTION, WORKLOADS, build_workload, fit_runner,
-                             loop_runner, make_trainer, plan_steps, same_batch_runner, step_flops,
-                             tracing_count)
+from spec_impl.bench import (
+    MODES,
+    STEPS_PER_EXECUTION,
+    WORKLOADS,
+    build_workload,
+    fit_runner,
+    loop_runner,
+    make_trainer,
+    plan_steps,
+    same_batch_runner,
+    step_flops,
+    tracing_count,
+)
 
 RUNNERS = [*MODES, *(f"{r}-k{k}" for k in STEPS_PER_EXECUTION for r in ("loop", "fit"))]
 

@@ -19,17 +19,22 @@ import tensorflow as tf
 def batch_norm_layers(model):
     """Every `BatchNormalization` layer inside `model`, however deeply nested."""
     # `_flatten_layers` is Keras's own recursive walk over tracked sub-layers.
-    return [l for l in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(l, keras.layers.BatchNormalization)]
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 _FORWARDS = weakref.WeakKeyDictionary()
 
 
 def _training_forward(model):
-    """One `tf.function` per model, traced (once) with every batch norm's momentum at 0."""
+    """One `tf.function` per model, traced (once) with every batch norm's momentum at 0.
+
+    The function holds the model only through a weak reference: a value that referred to its
+    own key would keep every recalibrated model alive in this cache.
+    """
     if model not in _FORWARDS:
-        _FORWARDS[model] = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        ref = weakref.ref(model)
+        _FORWARDS[model] = tf.function(lambda x: ref()(x, training=True), reduce_retracing=True)
     return _FORWARDS[model]
 
 

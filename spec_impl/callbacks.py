@@ -3,6 +3,7 @@
 import os
 
 import keras
+
 from spec_impl._plot import new_figure
 
 

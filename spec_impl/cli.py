@@ -3,10 +3,32 @@
 import argparse
 import os
 import sys
+import tempfile
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _import_tensorflow(verbose):
+    """Import TensorFlow, keeping its C++ start-up lines (CUDA probing, CPU features) off the
+    terminal unless `verbose`; they are printed after all if the import fails."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        import tensorflow
+
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)  # the C++ side writes to file descriptor 2 directly
+        try:
+            import tensorflow  # noqa: F401  (imported for its side effects)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _positive_int(text):
@@ -63,7 +85,7 @@ def cmd_train(args):
         model = spec.build(spec.input_shape, num_classes)
     history = train(
         model, (x_train, y_train),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.from_logits),
+        loss=spec.training_loss(),
         optimizer=keras.optimizers.Adam(args.learning_rate),
         epochs=args.epochs, validation_data=(x_test, y_test), metrics=["accuracy"],
         mode=args.mode, log_dir=args.log_dir, checkpoint_dir=checkpoint_dir,
@@ -110,6 +132,8 @@ def build_parser():
         prog="spec-impl",
         description="Executable specification and benchmarks for custom modeling in TF 2 / Keras 3.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own log lines and warnings too")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="parameter counts of every model beside the documented ones")
     p.set_defaults(func=cmd_summary)
@@ -146,8 +170,8 @@ def build_parser():
 
 
 def main(argv=None):
-    _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    _import_tensorflow(args.verbose)
     return args.func(args)
 
 

@@ -14,8 +14,8 @@ import keras
 from keras import layers
 
 from spec_impl._base import BuildByCallMixin, inner, outer
-from spec_impl.precision import output_dtype
 from spec_impl._validation import check_choice, check_positive_int
+from spec_impl.precision import output_dtype
 
 POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
 

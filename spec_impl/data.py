@@ -187,5 +187,5 @@ def load_regression(name="make_regression", *, seed=0):
     if name == "make_regression":
         scaler = StandardScaler().fit(x_train)
         x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    f32 = lambda a: np.asarray(a, dtype="float32")  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype="float32")  # noqa: E731  (a one-line helper)
     return (f32(x_train), f32(y_train)), (f32(x_test), f32(y_test))

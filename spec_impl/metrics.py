@@ -41,10 +41,12 @@ class HuberMetric(keras.metrics.Metric):
 
 @serializable
 class RootMeanSquaredError(keras.metrics.Metric):
-    """Document 002's RMSE between one-hot sparse labels and predicted probabilities.
+    """Document 002's RMSE between sparse labels (one-hot encoded here) and probabilities.
 
-    `sqrt(sum((one_hot(y) - p)**2) / samples)`: squared errors are summed over the classes and
-    averaged over the samples.
+    `sqrt(sum_i w_i * sum_c (one_hot(y_i)_c - p_ic)**2 / sum_i w_i)`: squared errors are summed
+    over the classes and averaged over the samples, weighted by `sample_weight` (1 by default).
+    Keras's `keras.metrics.RootMeanSquaredError` on one-hot labels averages over the classes too,
+    so this metric is exactly `sqrt(num_classes)` times Keras's on the same weighted stream.
 
     Args:
         name: the metric's name.
@@ -53,19 +55,21 @@ class RootMeanSquaredError(keras.metrics.Metric):
     def __init__(self, name="rmse", **kwargs):
         super().__init__(name=name, **kwargs)
         self.mse_sum = self.add_weight(name="mse_sum", initializer="zeros")
-        self.total_samples = self.add_weight(name="total_samples", initializer="zeros",
-                                             dtype="int32")
+        self.total_samples = self.add_weight(name="total_samples", initializer="zeros")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[1],
                              dtype=y_pred.dtype)
-        self.mse_sum.assign_add(ops.sum(ops.square(y_true - y_pred)))
-        self.total_samples.assign_add(ops.shape(y_pred)[0])
+        per_sample = ops.sum(ops.square(y_true - y_pred), axis=-1)  # (batch,)
+        weights = (ops.ones_like(per_sample) if sample_weight is None
+                   else ops.cast(ops.reshape(sample_weight, (-1,)), per_sample.dtype))
+        self.mse_sum.assign_add(ops.cast(ops.sum(per_sample * weights), self.mse_sum.dtype))
+        self.total_samples.assign_add(ops.cast(ops.sum(weights), self.total_samples.dtype))
 
     def result(self):
-        return ops.sqrt(ops.divide_no_nan(self.mse_sum, ops.cast(self.total_samples, "float32")))
+        return ops.sqrt(ops.divide_no_nan(self.mse_sum, self.total_samples))
 
     def reset_state(self):
         self.mse_sum.assign(0.0)
-        self.total_samples.assign(0)
+        self.total_samples.assign(0.0)

@@ -4,7 +4,6 @@ import time
 
 import keras
 
-
 PROGBAR_INTERVAL = 0.05  # seconds between redraws; Keras's `Progbar` default
 
 

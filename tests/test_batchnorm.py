@@ -58,3 +58,19 @@ def test_short_mini_inception_run_needs_recalibrated_statistics():
     fresh = accuracy()
     assert fresh > 0.9
     assert fresh - stale > 0.3
+
+
+def test_a_recalibrated_model_is_garbage_collected():
+    # The per-model cache of traced forward passes must not keep its models alive.
+    import gc
+    import weakref
+
+    from spec_impl.batchnorm import _FORWARDS
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    recalibrate_batch_norm(model, [np.ones((4, 3), "float32")])
+    assert model in _FORWARDS
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -38,8 +38,8 @@ def ticket_data(n=32, vocabulary_size=10000, num_tags=100, num_departments=4, se
 def test_named_sequential_model():
     model = my_example_model()
     assert model.name == "my_example_model"
-    assert [l.name for l in model.layers] == list(EXAMPLE_LAYER_PARAMS)
-    assert {l.name: l.count_params() for l in model.layers} == EXAMPLE_LAYER_PARAMS
+    assert [layer.name for layer in model.layers] == list(EXAMPLE_LAYER_PARAMS)
+    assert {layer.name: layer.count_params() for layer in model.layers} == EXAMPLE_LAYER_PARAMS
     assert model.count_params() == EXAMPLE_MODEL_PARAMS
     assert model.output_shape == (None, 10)
 
@@ -164,14 +164,14 @@ def test_classifier_refuses_fewer_than_two_classes():
 def test_mnist_mlp_parameters_and_training(seed):
     model = get_mnist_model()
     assert model.count_params() == MNIST_MLP_PARAMS
-    assert [type(l).__name__ for l in model.layers] == ["InputLayer", "Dense", "Dropout", "Dense"]
+    assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Dense", "Dropout", "Dense"]
     (x, y), _ = load_dataset("digits", input_shape=(784,))
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x[:512], y[:512], batch_size=64, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-def test_plot_model_writes_a_png(tmp_path):
+def test_plot_model_writes_a_png(tmp_path, graphviz):
     path = tmp_path / "ticket_classifier_with_shape_info.png"
     keras.utils.plot_model(ticket_classifier(), str(path), show_shapes=True)
     data = path.read_bytes()

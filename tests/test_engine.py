@@ -253,7 +253,7 @@ RESUMABLE_RUN = textwrap.dedent("""
     import os, signal, sys
     import keras, numpy as np, tensorflow as tf
     from spec_impl import load_dataset, train
-    ckpt_dir, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ckpt_dir, out, kill_at, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
     (x, y), _ = load_dataset("digits", input_shape=(64,))
@@ -270,7 +270,8 @@ RESUMABLE_RUN = textwrap.dedent("""
 
     history = train(model, (x, y), loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.Adam(1e-2), epochs=3, batch_size=32,
-                    checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0)
+                    checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0,
+                    steps_per_execution=k)
     np.savez(out, *model.get_weights(), loss=np.array(history["loss"]))
 """)
 
@@ -281,14 +282,18 @@ def _run(args):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    # 10 steps per epoch, checkpoints every 4 steps and at each epoch end; SIGKILL after
-    # step 17 (epoch 2, step 7): the resumed run restarts from epoch 2, step 4.
-    straight = _run([tmp_path / "a", tmp_path / "a.npz", 0])
+@pytest.mark.parametrize("k,kill_at", [(1, 17), (3, 6)], ids=["k1", "k3"])
+def test_killed_run_resumes_to_the_same_weights(k, kill_at, tmp_path):
+    # 10 steps per epoch, checkpoints every 4 steps and at each epoch end.
+    # k = 1: SIGKILL after step 17 (epoch 2, step 7); the rerun restarts from epoch 2, step 4.
+    # k = 3 (steps_per_execution): calls end after steps 3, 6, 9, 10; a checkpoint at the end of
+    # each call that reaches a multiple of 4 (steps 6 and 9). SIGKILL at the 6th call (epoch 2,
+    # after step 6); the rerun restarts from epoch 2, step 6, its calls shifted.
+    straight = _run([tmp_path / "a", tmp_path / "a.npz", 0, k])
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _run([tmp_path / "b", tmp_path / "b.npz", 17])
+    killed = _run([tmp_path / "b", tmp_path / "b.npz", kill_at, k])
     assert killed.returncode == -9 and not (tmp_path / "b.npz").exists()
-    resumed = _run([tmp_path / "b", tmp_path / "b.npz", 0])
+    resumed = _run([tmp_path / "b", tmp_path / "b.npz", 0, k])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     weights = [k for k in a.files if k.startswith("arr_")]

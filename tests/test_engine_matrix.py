@@ -3,8 +3,6 @@
 
 import itertools
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -214,53 +212,3 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
     assert_allclose(history["loss"], reference[1]["loss"], atol=ATOL)
     for got, want in zip(model.get_weights(), reference[0]):
         assert_allclose(got, want, atol=ATOL)
-
-
-RESUMABLE = """
-import os, signal, sys
-import keras, numpy as np, tensorflow as tf
-from spec_impl import load_dataset, train
-ckpt_dir, out, kill_at, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-tf.config.experimental.enable_op_determinism()
-keras.utils.set_random_seed(0)
-(x, y), _ = load_dataset("digits", input_shape=(64,))
-model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                          keras.layers.Dense(10, activation="softmax")])
-
-class Killer(keras.callbacks.Callback):
-    seen = 0
-    def on_train_batch_end(self, batch, logs=None):
-        Killer.seen += 1
-        if Killer.seen == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-history = train(model, (x[:320], y[:320]), loss="sparse_categorical_crossentropy",
-                optimizer=keras.optimizers.Adam(1e-2), epochs=3, batch_size=32,
-                checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0,
-                steps_per_execution=k)
-np.savez(out, *model.get_weights(), loss=np.array(history["loss"]))
-"""
-
-
-@pytest.mark.slow
-def test_killed_run_with_steps_per_execution_resumes_to_the_same_weights(tmp_path):
-    # 10 steps per epoch, k = 3: calls end at steps 3, 6, 9, 10. Checkpoints when a call crosses
-    # a multiple of 4 (after steps 6 and 9) and at each epoch end. SIGKILL at the 6th call (epoch
-    # 2, after step 6): the resumed run restarts from epoch 2, step 6, and its groups shift.
-    def go(folder, kill_at):
-        return subprocess.run([sys.executable, "-c", RESUMABLE, str(tmp_path / folder),
-                               str(tmp_path / f"{folder}.npz"), str(kill_at), "3"],
-                              capture_output=True, text=True, timeout=300)
-
-    straight = go("a", 0)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = go("b", 6)
-    assert killed.returncode == -9 and not (tmp_path / "b.npz").exists()
-    resumed = go("b", 0)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
-    weights = [key for key in a.files if key.startswith("arr_")]
-    assert len(weights) == 4
-    for key in weights:
-        assert_allclose(b[key], a[key], atol=0, rtol=0)
-    assert_allclose(b["loss"], a["loss"][1:], atol=0, rtol=0)

@@ -99,7 +99,7 @@ def test_mini_inception_totals(mini):
 
 def test_mini_inception_every_summary_row(mini):
     graph = mini.build_graph((32, 32, 3))
-    rows = [(type(l).__name__, tuple(l.output.shape), l.count_params()) for l in graph.layers]
+    rows = [(type(layer).__name__, tuple(layer.output.shape), layer.count_params()) for layer in graph.layers]
     assert rows == MINI_INCEPTION_SUMMARY
     assert graph.count_params() == MINI_INCEPTION_PARAMS
 
@@ -210,7 +210,7 @@ def test_inception_model_structure():
     model = InceptionModel()
     graph = model.build_graph(in_shape := (28, 28, 1))
     assert graph.input_shape == (None, *in_shape)
-    shapes = [tuple(l.output.shape) for l in graph.layers]
+    shapes = [tuple(layer.output.shape) for layer in graph.layers]
     assert shapes == [
         (None, 28, 28, 1), (None, 28, 28, 96), (None, 28, 28, 64), (None, 28, 28, 80),
         (None, 13, 13, 160), (None, 13, 13, 160), (None, 13, 13, 160), (None, 13, 13, 160),
@@ -230,7 +230,7 @@ def test_inception_model_structure():
 
 def test_inception_model_reuses_the_three_module_classes():
     model = InceptionModel()
-    kinds = {type(l).__name__ for l in model.layers}
+    kinds = {type(layer).__name__ for layer in model.layers}
     assert {"ConvModule", "InceptionModule", "DownsampleModule"} <= kinds
 
 

@@ -144,7 +144,7 @@ def test_documented_residual_block_get_config_is_broken():
     class DocumentedResidualBlock(ResidualBlock):
         def get_config(self):
             base_config = keras.layers.Layer.get_config(self)
-            return {**base_config, "n_layers": n_layers, "n_neurons": n_neurons}  # noqa: F821
+            return {**base_config, "n_layers": n_layers, "n_neurons": n_neurons}  # noqa: F821  (the document's bug, reproduced)
 
     with pytest.raises(NameError, match="n_layers"):
         DocumentedResidualBlock(2, 30).get_config()
@@ -152,5 +152,6 @@ def test_documented_residual_block_get_config_is_broken():
 
 
 def test_residual_block_refuses_mismatched_width():
-    with pytest.raises(ValueError, match=r"input width must be n_neurons=30. Received: input_shape=\(None, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"input width must be n_neurons=30. Received: input_shape=\(None, 8\)"):
         ResidualBlock(2, 30).build((None, 8))

@@ -86,7 +86,32 @@ def test_rmse_streams_to_the_batch_value(n, n_chunks, seed):
             m.update_state(yc, pc)
     assert_allclose(m.result(), rmse_reference(y, p), atol=1e-6, rtol=1e-5)
     m.reset_state()
-    assert float(m.result()) == 0.0 and int(m.total_samples.numpy()) == 0
+    assert float(m.result()) == 0.0 and float(m.total_samples.numpy()) == 0.0
+
+
+@given(st.integers(2, 30), st.integers(1, 4), st.integers(2, 6), st.integers(0, 2**16))
+def test_weighted_rmse_is_sqrt_classes_times_keras_rmse(n, n_chunks, classes, seed):
+    # Document 002's RMSE sums over classes; Keras's averages over them: a factor sqrt(classes)
+    # on any weighted stream.
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(classes), size=n).astype("float32")
+    y = rng.integers(0, classes, n)
+    w = rng.random(n).astype("float32")
+    mine, theirs = RootMeanSquaredError(), keras.metrics.RootMeanSquaredError()
+    for yc, pc, wc in zip(*(np.array_split(a, n_chunks) for a in (y, p, w))):
+        if len(yc):
+            mine.update_state(yc, pc, sample_weight=wc)
+            theirs.update_state(np.eye(classes, dtype="float32")[yc], pc, sample_weight=wc)
+    one_hot = np.eye(classes)[y]
+    expected = np.sqrt((w * ((one_hot - p) ** 2).sum(-1)).sum() / w.sum())
+    assert_allclose(mine.result(), expected, atol=1e-6, rtol=1e-5)
+    assert_allclose(mine.result(), np.sqrt(classes) * float(theirs.result()), atol=1e-6, rtol=1e-5)
+
+
+def test_rmse_zero_weight_ignores_a_sample():
+    m = RootMeanSquaredError()
+    m.update_state(np.array([0, 1]), np.array([[1.0, 0.0], [1.0, 0.0]]), sample_weight=[1.0, 0.0])
+    assert_allclose(m.result(), 0.0)
 
 
 def test_rmse_hand_value_and_use_in_compile():

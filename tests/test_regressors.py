@@ -18,7 +18,7 @@ RECONSTRUCTION_WEIGHT = 0.05  # document 003
 
 
 def residual_regressor_params(n_in, output_dim):
-    dense = lambda a, b: a * b + b  # noqa: E731
+    dense = lambda a, b: a * b + b  # noqa: E731  (a one-line helper)
     return dense(n_in, 30) + 2 * 2 * dense(30, 30) + dense(30, output_dim)
 
 
@@ -41,7 +41,7 @@ def test_residual_regressor_contract(tmp_path):
 def test_documented_residual_regressor_get_config_is_broken():
     class DocumentedResidualRegressor(ResidualRegressor):
         def get_config(self):
-            return {**keras.Model.get_config(self), "output_dim": output_dim}  # noqa: F821
+            return {**keras.Model.get_config(self), "output_dim": output_dim}  # noqa: F821  (the document's bug, reproduced)
 
     with pytest.raises(NameError, match="output_dim"):
         DocumentedResidualRegressor(1).get_config()
