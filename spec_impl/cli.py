@@ -49,59 +49,26 @@ def cmd_summary(args):
 
 
 def cmd_train(args):
-    import os
+    from spec_impl.workflow import train_and_evaluate
 
-    from spec_impl.registry import classifier_names, get_model_spec
-
-    valid = classifier_names()
-    if args.model not in valid:
-        print(f"spec-impl train: unknown model {args.model!r}. Valid models: {', '.join(valid)}",
-              file=sys.stderr)
-        return 2
-    import keras
-
-    from spec_impl.data import class_names, load_dataset
-    from spec_impl.engine import train
-    from spec_impl.evaluation import evaluate_classifier
-    from spec_impl.precision import global_policy
-    from spec_impl.saving import save_model_atomic
-
-    spec = get_model_spec(args.model)
     try:
-        (x_train, y_train), (x_test, y_test) = load_dataset(args.data, input_shape=spec.input_shape)
+        run = train_and_evaluate(
+            args.model, args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, mode=args.mode, precision=args.precision,
+            steps_per_execution=args.steps_per_execution, log_dir=args.log_dir,
+            resume=args.resume, limit=args.limit, seed=args.seed, verbose=0 if args.quiet else 1,
+            recalibrate_bn=not args.no_recalibrate_bn)
     except (ValueError, FileNotFoundError) as e:
         print(f"spec-impl train: {e}", file=sys.stderr)
         return 2
-    if args.limit:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    checkpoint_dir = os.path.join(args.out, "checkpoints")
-    if not args.resume and os.path.exists(os.path.join(checkpoint_dir, "checkpoint")):
-        print(f"spec-impl train: {checkpoint_dir} holds checkpoints of an earlier run. Pass "
-              f"--resume to continue it, or choose another --out.", file=sys.stderr)
-        return 2
-    keras.utils.set_random_seed(args.seed)
-    num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    with global_policy(args.precision):  # the model keeps its policy after the block
-        model = spec.build(spec.input_shape, num_classes)
-    history = train(
-        model, (x_train, y_train),
-        loss=spec.training_loss(),
-        optimizer=keras.optimizers.Adam(args.learning_rate),
-        epochs=args.epochs, validation_data=(x_test, y_test), metrics=["accuracy"],
-        mode=args.mode, log_dir=args.log_dir, checkpoint_dir=checkpoint_dir,
-        batch_size=args.batch_size, verbose=0 if args.quiet else 1,
-        recalibrate_bn=not args.no_recalibrate_bn, steps_per_execution=args.steps_per_execution,
-    )
-    if not history:
-        print(f"Nothing to train: the checkpoints in {checkpoint_dir} already reach "
-              f"--epochs {args.epochs}; evaluating the restored model.")
-    model_path = save_model_atomic(model, os.path.join(args.out, "model.keras"))
-    names = list(class_names(args.data))[:num_classes]
-    result = evaluate_classifier(model, x_test, y_test, class_names=names, out_dir=args.out)
+    if not run.history:
+        print(f"Nothing to train: the checkpoints in {run.checkpoint_dir} already reach "
+              f"--epochs {args.epochs}; evaluated the restored model.")
+    result = run.evaluation
     print(result["report"])
     print(f"test accuracy {result['accuracy']:.4f}  ROC AUC (ovr) {result['roc_auc_ovr']:.4f}  "
           f"ROC AUC (document 000) {result['roc_auc_document']:.4f}")
-    print(f"model: {model_path}; report and confusion matrix in {args.out}"
+    print(f"model: {run.model_path}; report and confusion matrix in {args.out}"
           + (f"; TensorBoard: tensorboard --logdir {args.log_dir}" if args.log_dir else ""))
     return 0
 

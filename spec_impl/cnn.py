@@ -14,7 +14,7 @@ import keras
 from keras import layers
 
 from spec_impl._base import BuildByCallMixin, inner, outer
-from spec_impl._validation import check_choice, check_positive_int
+from spec_impl._validation import check_choice, check_input_shape, check_positive_int
 from spec_impl.precision import output_dtype
 
 POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
@@ -87,7 +87,12 @@ class SubclassedCNN(BuildByCallMixin, keras.Model):
         (self.conv1, self.max1, self.bn1, self.conv2, self.bn2, self.drop, self.pool,
          self.dense) = _cnn_layers(num_classes, pooling, inner(self), outer(self))
 
+    def _check_build_shape(self, input_shape):
+        check_input_shape(type(self).__name__, (None, None, None), input_shape)
+
     def call(self, inputs, training=None):
+        check_input_shape(type(self).__name__, (None, None, None), inputs.shape)
+        inputs = keras.ops.cast(inputs, self.compute_dtype)  # integer images, as Functional takes
         x = self.conv1(inputs)  # (batch, 13, 13, 32) for 28x28 inputs
         x = self.max1(x)  # (batch, 4, 4, 32)
         x = self.bn1(x, training=training)

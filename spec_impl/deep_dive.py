@@ -148,6 +148,8 @@ class Classifier(keras.Model):
 
 def get_mnist_model(input_dim=28 * 28, num_classes=10):
     """784 -> Dense(512, relu) -> Dropout(0.5) -> Dense(10, softmax): 407,050 parameters."""
+    check_positive_int("input_dim", input_dim)
+    check_positive_int("num_classes", num_classes)
     inputs = keras.Input(shape=(input_dim,))
     features = layers.Dense(512, activation="relu")(inputs)
     features = layers.Dropout(0.5)(features)

@@ -147,10 +147,13 @@ class _GraphMixin(BuildByCallMixin):
         self._built_input_shape = tuple(input_shape)[1:]
 
     def _check(self, inputs):
+        """Check the shape; returns the inputs in the compute dtype (integer images, uint8 say,
+        are taken as a Functional model takes them)."""
         expected = getattr(self, "_built_input_shape", None)
         if expected is None:
             expected = (None, None, None)
         check_input_shape(type(self).__name__, expected, inputs.shape)
+        return keras.ops.cast(inputs, self.compute_dtype)
 
 
 @serializable
@@ -192,7 +195,7 @@ class MiniInception(_GraphMixin, keras.Model):
         self.classifier = layers.Dense(num_classes, activation="softmax", **outer(self))
 
     def call(self, inputs, training=None):
-        self._check(inputs)
+        inputs = self._check(inputs)
         x = self.conv_block(inputs, training=training)  # (batch, 32, 32, 96)
         x = self.inception_block1(x, training=training)  # (batch, 32, 32, 64)
         x = self.inception_block2(x, training=training)  # (batch, 32, 32, 80)
@@ -246,7 +249,7 @@ class InceptionModel(_GraphMixin, keras.Model):
         self.dense = layers.Dense(num_classes, activation="softmax", **outer(self))
 
     def call(self, inputs, training=None):
-        self._check(inputs)
+        inputs = self._check(inputs)
         x = self.conv(inputs, training=training)  # (batch, 28, 28, 96)
         x = self.incept_1(x, training=training)  # (batch, 28, 28, 64)
         x = self.incept_2(x, training=training)  # (batch, 28, 28, 80)

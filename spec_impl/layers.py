@@ -5,7 +5,7 @@ import keras
 from keras import layers, ops
 
 from spec_impl._base import BuildByCallMixin, inner
-from spec_impl._validation import check_positive_int
+from spec_impl._validation import check_input_shape, check_positive_int
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
 
@@ -52,13 +52,16 @@ class MyDense(layers.Layer):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
         self.activation = keras.activations.get(activation)
+        self.input_spec = layers.InputSpec(min_ndim=2)  # Keras then names a wrong rank
 
     def build(self, batch_input_shape):
+        self.input_spec = layers.InputSpec(min_ndim=2, axes={-1: batch_input_shape[-1]})
         self.kernel = self.add_weight(name="kernel", shape=(batch_input_shape[-1], self.units),
                                       initializer="glorot_normal")
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)  # integer inputs too, as Dense takes them
         return self.activation(inputs @ self.kernel + self.bias)
 
     def compute_output_shape(self, batch_input_shape):
@@ -84,13 +87,18 @@ class MyMultiLayer(layers.Layer):
     """
 
     def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError(f"Expected a pair of inputs [X1, X2]. Received: {type(inputs).__name__}"
+                             + (f" of {len(inputs)}" if isinstance(inputs, (list, tuple)) else ""))
         x1, x2 = inputs
+        self.compute_output_shape([x1.shape, x2.shape])
         return [x1 + x2, x1 * x2, x1 / x2]
 
     def compute_output_shape(self, batch_input_shape):
         b1, b2 = batch_input_shape
-        if tuple(b1) != tuple(b2):
-            raise ValueError(f"Expected two inputs of one shape. Received: {b1} and {b2}")
+        if len(b1) != len(b2) or any(a is not None and b is not None and a != b
+                                     for a, b in zip(b1, b2)):
+            raise ValueError(f"Expected two inputs of one shape. Received: {tuple(b1)} and {tuple(b2)}")
         return [tuple(b1)] * 3
 
 
@@ -110,7 +118,7 @@ class MyGaussianNoise(layers.Layer):
 
     def __init__(self, stddev=1.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(stddev, bool) or not isinstance(stddev, (int, float)) or stddev < 0:
+        if isinstance(stddev, bool) or not isinstance(stddev, (int, float)) or not stddev >= 0:
             raise ValueError(f"Expected a non-negative stddev. Received: stddev={stddev!r}")
         self.stddev = float(stddev)
         self.seed = seed
@@ -166,6 +174,8 @@ class ResidualBlock(BuildByCallMixin, layers.Layer):
         return [getattr(self, f"dense_{i}") for i in range(self.n_layers)]
 
     def _check_build_shape(self, input_shape):
+        if len(input_shape) < 2:
+            check_input_shape("ResidualBlock", (self.n_neurons,), input_shape)
         if input_shape[-1] != self.n_neurons:
             raise ValueError(
                 f"ResidualBlock adds its input to its output, so the input width must be "
@@ -173,6 +183,7 @@ class ResidualBlock(BuildByCallMixin, layers.Layer):
             )
 
     def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)  # an integer input adds to float outputs
         z = inputs
         for layer in self.hidden:
             z = layer(z)

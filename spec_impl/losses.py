@@ -9,6 +9,7 @@ threshold through `get_config`.
 
 import keras
 from keras import ops
+from keras.src.losses.loss import squeeze_or_expand_to_same_rank  # what Keras's losses use
 
 DEFAULT_THRESHOLD = 1.0
 
@@ -19,9 +20,30 @@ def _check_threshold(threshold):
     return float(threshold)
 
 
-def _huber(y_true, y_pred, threshold):
+def align_targets(y_true, y_pred):
+    """`y_true`, `y_pred` as float tensors of one shape, as Keras's losses take them.
+
+    An integer `y_pred` is cast to float32 and `y_true` to `y_pred`'s dtype; a trailing axis of
+    size 1 is squeezed or added so that `(batch, 1)` meets `(batch,)` (Keras's
+    `squeeze_or_expand_to_same_rank`), instead of broadcasting to `(batch, batch)`.
+
+    Raises:
+        ValueError: shapes that still differ, naming both.
+    """
     y_pred = ops.convert_to_tensor(y_pred)
+    if not keras.backend.is_float_dtype(y_pred.dtype):
+        y_pred = ops.cast(y_pred, keras.config.floatx())
     y_true = ops.cast(y_true, y_pred.dtype)
+    y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+    if len(y_true.shape) != len(y_pred.shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(y_true.shape, y_pred.shape)):
+        raise ValueError(f"Expected y_true and y_pred of one shape. Received: "
+                         f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
+    return y_true, y_pred
+
+
+def _huber(y_true, y_pred, threshold):
+    y_true, y_pred = align_targets(y_true, y_pred)
     error = y_true - y_pred
     is_small_error = ops.abs(error) < threshold
     squared_loss = ops.square(error) / 2

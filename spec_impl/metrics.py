@@ -59,6 +59,11 @@ class RootMeanSquaredError(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
+        n_true = ops.shape(ops.reshape(y_true, (-1,)))[0]
+        if len(y_pred.shape) != 2 or (y_pred.shape[0] is not None and n_true != y_pred.shape[0]):
+            raise ValueError(
+                f"Expected class ids of shape (batch,) and probabilities of shape (batch, classes). "
+                f"Received: y_true.shape={tuple(ops.shape(y_true))}, y_pred.shape={tuple(y_pred.shape)}")
         y_true = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[1],
                              dtype=y_pred.dtype)
         per_sample = ops.sum(ops.square(y_true - y_pred), axis=-1)  # (batch,)

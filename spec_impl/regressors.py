@@ -5,7 +5,7 @@ import keras
 from keras import layers, ops
 
 from spec_impl._base import BuildByCallMixin, inner, outer
-from spec_impl._validation import check_positive_int
+from spec_impl._validation import check_input_shape, check_positive_int
 from spec_impl.layers import ResidualBlock
 from spec_impl.precision import output_dtype
 
@@ -39,7 +39,11 @@ class ResidualRegressor(BuildByCallMixin, keras.Model):
         self.block2 = ResidualBlock(2, 30, **inner(self))
         self.out = layers.Dense(output_dim, **outer(self))
 
+    def _check_build_shape(self, input_shape):
+        check_input_shape(type(self).__name__, (None,), input_shape)
+
     def call(self, inputs):
+        check_input_shape(type(self).__name__, (None,), inputs.shape)
         z = self.hidden1(inputs)  # (batch, 30)
         for _ in range(1 + 3):
             z = self.block1(z)  # the same block, and so the same weights, four times
@@ -88,6 +92,7 @@ class ReconstructionRegressor(keras.Model):
         return [getattr(self, f"dense_{i}") for i in range(N_HIDDEN)]
 
     def build(self, batch_input_shape):
+        check_input_shape(type(self).__name__, (None,), batch_input_shape)
         shape = tuple(batch_input_shape)
         for layer in self.hidden:
             layer.build(shape)
@@ -99,6 +104,8 @@ class ReconstructionRegressor(keras.Model):
         self.built = True
 
     def call(self, inputs):
+        check_input_shape(type(self).__name__, (None,), inputs.shape)
+        inputs = ops.cast(inputs, self.compute_dtype)  # the reconstruction error compares with it
         z = inputs
         for layer in self.hidden:
             z = layer(z)  # (batch, 10)

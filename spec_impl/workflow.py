@@ -1,0 +1,93 @@
+"""`train_and_evaluate`: what `spec-impl train` does, as one library call.
+
+Load the data, build the registry's model under a precision policy, train it with the package's
+loop (checkpoints, TensorBoard, resume), save it atomically, and evaluate it on the test split.
+"""
+
+import os
+from dataclasses import dataclass
+
+import keras
+
+from spec_impl.data import class_names, load_dataset
+from spec_impl.engine import train
+from spec_impl.evaluation import evaluate_classifier
+from spec_impl.precision import check_policy, global_policy
+from spec_impl.registry import classifier_names, get_model_spec
+from spec_impl.saving import save_model_atomic
+
+
+@dataclass
+class RunResult:
+    """What `train_and_evaluate` produced.
+
+    Attributes:
+        model: the trained Keras model.
+        history: the engine's `History` (empty when a resumed run had nothing left to train).
+        model_path: where the `.keras` file was written.
+        evaluation: `evaluate_classifier`'s dict (`report`, `accuracy`, `roc_auc_ovr`, ...).
+        checkpoint_dir: the run's checkpoint folder.
+    """
+
+    model: keras.Model
+    history: dict
+    model_path: str
+    evaluation: dict
+    checkpoint_dir: str
+
+
+def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/latest", epochs=5,
+                       batch_size=32, learning_rate=1e-3, mode="function", precision="float32",
+                       steps_per_execution=1, log_dir=None, resume=False, limit=None, seed=0,
+                       verbose=1, recalibrate_bn=True):
+    """Train a registered classifier on an image dataset and evaluate it; `spec-impl train`.
+
+    Args:
+        model: a classifier name of the registry (`spec-impl summary` lists them).
+        data: `"digits"` (embedded), `"mnist"`, `"fashion_mnist"`, `"cifar10"` (local Keras cache)
+            or an `.npz` path (see `load_dataset`).
+        out: folder for `model.keras`, `report.txt`, `confusion_matrix.png` and `checkpoints/`.
+        epochs, batch_size, learning_rate: training settings (Adam).
+        mode, steps_per_execution, log_dir, recalibrate_bn, verbose: passed to `train`.
+        precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`: the dtype policy the
+            model is built under.
+        resume: continue from the checkpoints in `out` (without it, existing checkpoints are an
+            error, so that a finished run is never overwritten by accident).
+        limit: use only the first `limit` training samples.
+        seed: the seed of Keras, TensorFlow, NumPy and Python.
+
+    Returns:
+        A `RunResult`.
+
+    Raises:
+        ValueError: an unknown model, dataset or precision, or checkpoints of an earlier run in
+            `out` without `resume`.
+        FileNotFoundError: a dataset file that does not exist.
+    """
+    valid = classifier_names()
+    if model not in valid:
+        raise ValueError(f"unknown model {model!r}. Valid models: {', '.join(valid)}")
+    check_policy(precision)
+    spec = get_model_spec(model)
+    (x_train, y_train), (x_test, y_test) = load_dataset(data, input_shape=spec.input_shape)
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    checkpoint_dir = os.path.join(out, "checkpoints")
+    if not resume and os.path.exists(os.path.join(checkpoint_dir, "checkpoint")):
+        raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "
+                         f"--resume to continue it, or choose another --out.")
+    keras.utils.set_random_seed(seed)
+    num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    with global_policy(precision):  # the model keeps its policy after the block
+        net = spec.build(spec.input_shape, num_classes)
+    history = train(
+        net, (x_train, y_train), loss=spec.training_loss(),
+        optimizer=keras.optimizers.Adam(learning_rate), epochs=epochs,
+        validation_data=(x_test, y_test), metrics=["accuracy"], mode=mode, log_dir=log_dir,
+        checkpoint_dir=checkpoint_dir, batch_size=batch_size, verbose=verbose,
+        recalibrate_bn=recalibrate_bn, steps_per_execution=steps_per_execution,
+    )
+    model_path = save_model_atomic(net, os.path.join(out, "model.keras"))
+    names = list(class_names(data))[:num_classes]
+    evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=out)
+    return RunResult(net, history, model_path, evaluation, checkpoint_dir)
