@@ -2,7 +2,7 @@
 
 import pytest
 
-from spec_impl.bench import peak_gflops
+from spec_impl.bench import peak_gflops, rates
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +18,5 @@ def record(benchmark, *, steps, batch_size, flops, peak):
     stats = getattr(getattr(benchmark, "stats", None), "stats", None)
     if stats is None:  # --benchmark-disable: the function ran once, untimed
         return
-    seconds = stats.median / steps
-    benchmark.extra_info.update({"ms_per_step": 1e3 * seconds,
-                                 "samples_per_s": batch_size / seconds})
-    if flops:
-        gflops = flops / seconds / 1e9
-        benchmark.extra_info.update({"gflops": gflops, "pct_of_peak": 100 * gflops / peak})
+    figures = rates(stats.median / steps, batch_size, flops, peak)
+    benchmark.extra_info.update({k: v for k, v in figures.items() if v is not None})

@@ -5,7 +5,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from spec_impl.bench import build_workload, make_trainer, tracing_count
+from spec_impl.bench import GPU_MIXED_BATCH, build_workload, make_trainer, tracing_count
 
 GPUS = tf.config.list_physical_devices("GPU")
 pytestmark = [pytest.mark.gpu,
@@ -14,11 +14,11 @@ pytestmark = [pytest.mark.gpu,
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_mini_inception_on_gpu(benchmark, policy):
-    benchmark.group = "gpu:mini_inception_b256"
+    benchmark.group = f"gpu:mini_inception_b{GPU_MIXED_BATCH}"
     keras.mixed_precision.set_global_policy(policy)
     try:
         with tf.device("/GPU:0"):
-            workload = build_workload("mini_inception", 256)
+            workload = build_workload("mini_inception", GPU_MIXED_BATCH)
             trainer = make_trainer(workload, "function")
             float(trainer.train_step(workload.x, workload.y))
             benchmark.pedantic(lambda: float(trainer.train_step(workload.x, workload.y)),

@@ -30,6 +30,8 @@ PLAN = {"residual_regressor": (20, 5), "mnist_mlp": (20, 5), "sequential_cnn": (
         "mini_inception": (3, 3), "ticket_classifier": (10, 5)}
 EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
 SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}  # batch sizes
+QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}  # --quick
+GPU_MIXED_BATCH = 256  # document 000 trained MiniInception in mixed_float16 at batch 256
 STEPS_PER_EXECUTION = (1, 8, 32)  # loop and fit, each at these k
 
 
@@ -112,6 +114,14 @@ def make_trainer(workload, mode, steps_per_execution=1):
                       steps_per_execution=steps_per_execution)
     trainer.optimizer.build(workload.model.trainable_variables)
     return trainer
+
+
+def rates(seconds, batch_size, flops, peak):
+    """The figures of one step that took `seconds`: ms/step, samples/s, and, where the step's
+    FLOPs are known, GFLOP/s and the share of the measured matmul `peak` (GFLOP/s)."""
+    gflops = flops / seconds / 1e9 if flops else None
+    return {"ms_per_step": 1e3 * seconds, "samples_per_s": batch_size / seconds,
+            "gflops": gflops, "pct_of_peak": None if gflops is None else 100 * gflops / peak}
 
 
 def tracing_count(trainer):

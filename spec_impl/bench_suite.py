@@ -11,8 +11,10 @@ from spec_impl.bench import (
     DOC_EVAL_SPEEDUP,
     EVAL_BATCH,
     EVAL_SAMPLES,
+    GPU_MIXED_BATCH,
     MODES,
     PLAN,
+    QUICK_SCALING,
     SCALING,
     STEPS_PER_EXECUTION,
     WORKLOADS,
@@ -25,14 +27,13 @@ from spec_impl.bench import (
     median_seconds,
     peak_gflops,
     plan_steps,
+    rates,
     step_flops,
     step_seconds,
     timed,
     tracing_count,
 )
 from spec_impl.precision import global_policy
-
-QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}
 
 
 def _rounds(name, quick):
@@ -72,12 +73,8 @@ def bench_train_steps(name, quick, peak, batch_size=None, modes=MODES,
 
 
 def _row(name, mode, batch_size, seconds, flops, peak, first_call):
-    gflops = flops / seconds / 1e9 if flops else None
-    return {"workload": name, "mode": mode, "batch_size": batch_size,
-            "ms_per_step": 1e3 * seconds, "samples_per_s": batch_size / seconds,
-            "flops_per_step": flops, "gflops": gflops,
-            "pct_of_peak": None if gflops is None else 100 * gflops / peak,
-            "first_call_s": first_call}
+    return {"workload": name, "mode": mode, "batch_size": batch_size, "flops_per_step": flops,
+            **rates(seconds, batch_size, flops, peak), "first_call_s": first_call}
 
 
 def bench_eval_loop(quick):
@@ -143,7 +140,8 @@ def run_suite(quick=False, device="cpu", workloads=WORKLOADS, log=print):
             results["train_steps"] += bench_train_steps(name, quick, results["peak_gflops"])
         # Document 000 trained MiniInception in mixed_float16 at batch 256 on a GPU; a CPU has
         # no fast float16, and oneDNN may (or may not) speed up bfloat16.
-        policy, batch = ("mixed_float16", 256) if device == "gpu" else ("mixed_bfloat16", None)
+        policy, batch = (("mixed_float16", GPU_MIXED_BATCH) if device == "gpu"
+                         else ("mixed_bfloat16", None))
         log(f"timing mini_inception in {policy} ...")
         with global_policy(policy):  # the step in function mode is what the ratio needs
             rows = bench_train_steps("mini_inception", quick, results["peak_gflops"], batch,
