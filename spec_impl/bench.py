@@ -16,7 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.engine import MODES, Trainer, untuned_options  # noqa: F401  (MODES: for the benchmarks)
+from spec_impl.compile_utils import untuned_options
+from spec_impl.engine import MODES, Trainer  # noqa: F401  (MODES: for the benchmarks)
 
 # Models of the registry (`spec_impl.registry.MODELS`) that the suite times, at these batch sizes.
 WORKLOADS = ("residual_regressor", "mnist_mlp", "sequential_cnn", "mini_inception",
@@ -58,7 +59,7 @@ class Workload:
         rep = lambda t: tf.concat([t] * steps, axis=0)  # noqa: E731  (a one-line helper)
         return tf.data.Dataset.from_tensor_slices(
             (tf.nest.map_structure(rep, self.x), tf.nest.map_structure(rep, self.y))
-        ).batch(self.batch_size).with_options(untuned_options())  # see engine.as_dataset
+        ).batch(self.batch_size).with_options(untuned_options())  # see compile_utils.as_dataset
 
     def element_spec(self):
         return self.dataset(1).element_spec

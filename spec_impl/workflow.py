@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import keras
 
 from spec_impl.data import class_names, load_dataset
-from spec_impl.engine import train
 from spec_impl.evaluation import evaluate_classifier
 from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
 from spec_impl.saving import save_model_atomic
+from spec_impl.training import train
 
 
 @dataclass

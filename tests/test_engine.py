@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from spec_impl import LossHistory, load_dataset, train
 from spec_impl.checkpointing import TrainingCheckpoint
-from spec_impl.engine import MODES, Trainer, as_dataset, resolve_metric
+from spec_impl.compile_utils import as_dataset, resolve_metric
+from spec_impl.engine import MODES, Trainer
 from spec_impl.testing import assert_allclose
 
 N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
