@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from spec_impl._validation import check_positive_int
-from spec_impl.compile_utils import relaxed_spec, as_loss, resolve_metric
+from spec_impl.compile_utils import as_loss, relaxed_spec, resolve_metric
 from spec_impl.precision import needs_loss_scaling
 
 MODES = ("eager", "function", "xla")
