@@ -212,3 +212,28 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
     assert_allclose(history["loss"], reference[1]["loss"], atol=ATOL)
     for got, want in zip(model.get_weights(), reference[0]):
         assert_allclose(got, want, atol=ATOL)
+
+
+def test_xla_compiles_the_numeric_step_and_not_the_summaries(digits, tmp_path):
+    _, history, _ = run(digits, tmp_path, mode="xla", log=True)
+    trainer = history.trainer
+    x, y = digits[0]
+    # The numeric step has an XLA program; the function that writes summaries has none.
+    hlo = trainer.train_step.experimental_get_compiler_ir(x[:BATCH], y[:BATCH])(stage="hlo")
+    assert hlo.startswith("HloModule")
+    iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH))
+    with pytest.raises(ValueError, match="jit_compile"):
+        trainer.train_function.experimental_get_compiler_ir(iterator)()
+
+
+def test_logs_reach_the_host_once_per_epoch_not_per_step(digits, tmp_path, monkeypatch):
+    # With verbose=0 and no callbacks nothing needs the values during an epoch: the running
+    # logs are read (a host synchronisation) once per epoch for training and once for validation.
+    from spec_impl.engine import Trainer
+
+    reads = []
+    original = Trainer.logs
+    monkeypatch.setattr(Trainer, "logs", lambda self, prefix="": reads.append(prefix) or
+                        original(self, prefix))
+    run(digits, tmp_path)
+    assert reads == ["", "val_"] * EPOCHS
