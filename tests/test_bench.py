@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from spec_impl.bench import WORKLOADS, build_workload, make_trainer, step_flops, tracing_count
-from spec_impl.bench_suite import format_tables
+from spec_impl.bench_suite import format_tables, plot
 
 MLP_MATMUL_FLOPS = 2 * 32 * (784 * 512 + 512 * 10) * 2 + 2 * 32 * 512 * 10  # fwd + dW + one dX
 
@@ -43,7 +43,7 @@ def _row(name, mode, ms):
             "pct_of_peak": 1e6 / ms, "first_call_s": None}
 
 
-def test_tables_show_ratios():
+def test_tables_and_plot_show_ratios(tmp_path):
     results = {
         "machine": {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x", "keras": "3.x",
                     "device": "cpu"},
@@ -62,6 +62,9 @@ def test_tables_show_ratios():
         "seconds": 1.0,
     }
     text = format_tables(results)
+    # The bar chart takes the same results, including a workload timed in one mode only.
+    path = plot(results, str(tmp_path / "bench.png"))
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path
     assert ("eager -> function x10.0; function -> xla x0.50; loop_k1 / fixed-batch step = 1.12; "
             "loop k1 -> k32 x3.0") in text
     assert "loop / fit (<= 1: the loop is as fast): k1 0.90, k8 0.80, k32 1.00" in text
