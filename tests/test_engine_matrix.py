@@ -237,3 +237,42 @@ def test_logs_reach_the_host_once_per_epoch_not_per_step(digits, tmp_path, monke
                         original(self, prefix))
     run(digits, tmp_path)
     assert reads == ["", "val_"] * EPOCHS
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(policy, mode, digits,
+                                                                            tmp_path):
+    # Two epochs straight, against one epoch, a fresh process-like restart (new model, new
+    # optimizer) and a resume to two: the same weights, and the loss scale's state survives.
+    from spec_impl.precision import global_policy, output_dtype
+
+    def model():
+        keras.utils.set_random_seed(0)
+        with global_policy(policy):
+            return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                     keras.layers.Dense(10, activation="softmax",
+                                                        dtype=output_dtype())])
+
+    def fit_for(epochs, folder, net):
+        return train(net, digits[0], loss="sparse_categorical_crossentropy",
+                     optimizer=keras.optimizers.SGD(0.1), epochs=epochs, batch_size=BATCH,
+                     mode=mode, log_dir=str(tmp_path / folder / "logs"),
+                     checkpoint_dir=str(tmp_path / folder / "ckpt"), steps_per_execution=3,
+                     verbose=0)
+
+    straight = model()
+    history = fit_for(EPOCHS, "a", straight)
+    fit_for(1, "b", model())
+    resumed_model = model()
+    resumed = fit_for(EPOCHS, "b", resumed_model)
+    for got, want in zip(resumed_model.get_weights(), straight.get_weights()):
+        assert_allclose(got, want, atol=0, rtol=0)
+    assert_allclose(resumed["loss"], history["loss"][1:], atol=0, rtol=0)
+    optimizer = resumed.trainer.optimizer
+    if policy == "mixed_float16":  # its step counter counts every step of both epochs
+        assert int(optimizer.step_counter.numpy()) == EPOCHS * STEPS
+    else:
+        assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert steps_of(tmp_path / "a" / "logs" / "train", "batch_loss") == list(
+        range(1, EPOCHS * STEPS + 1))
