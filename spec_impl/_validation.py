@@ -1,4 +1,8 @@
-"""Argument and input checks shared by the package's layers and models."""
+"""Argument and input checks shared by the package's layers and models, and the allowed values
+that the command line needs before TensorFlow is imported (this module imports none)."""
+
+MODES = ("eager", "function", "xla")  # the training engine's execution modes
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies offered
 
 
 def check_positive_int(name, value):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from spec_impl.compile_utils import untuned_options
-from spec_impl.engine import MODES, Trainer  # noqa: F401  (MODES: for the benchmarks)
+from spec_impl.engine import MODES, Trainer, calls_per_epoch  # noqa: F401  (MODES: for the benchmarks)
 
 # Models of the registry (`spec_impl.registry.MODELS`) that the suite times, at these batch sizes.
 WORKLOADS = ("residual_regressor", "mnist_mlp", "sequential_cnn", "mini_inception",
@@ -179,7 +179,7 @@ def same_batch_runner(trainer, workload, steps):
 def loop_runner(trainer, dataset):
     """A callable running the custom loop over `dataset` as `train` does: one call of
     `train_function` per `steps_per_execution` batches, completion forced once at the end."""
-    calls = -(-int(dataset.cardinality()) // trainer.steps_per_execution)
+    calls = calls_per_epoch(dataset, trainer.steps_per_execution)
 
     def run():
         iterator = iter(dataset)

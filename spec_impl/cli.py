@@ -5,6 +5,8 @@ import os
 import sys
 import tempfile
 
+from spec_impl._validation import MODES, POLICIES
+
 
 def _import_tensorflow(verbose):
     """Import TensorFlow, keeping its C++ start-up lines (CUDA probing, CPU features) off the
@@ -112,8 +114,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--mode", choices=["eager", "function", "xla"], default="function")
-    p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+    p.add_argument("--mode", choices=MODES, default="function")
+    p.add_argument("--precision", choices=POLICIES,
                    default="float32", help="Keras dtype policy (mixed_float16 scales the loss)")
     p.add_argument("--steps-per-execution", type=_positive_int, default=1, metavar="K",
                    help="batches per compiled call (as fit's steps_per_execution)")

@@ -14,11 +14,9 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from spec_impl._validation import check_positive_int
+from spec_impl._validation import MODES, check_positive_int
 from spec_impl.compile_utils import as_loss, relaxed_spec, resolve_metric
 from spec_impl.precision import needs_loss_scaling
-
-MODES = ("eager", "function", "xla")
 
 
 def _compile(fn, mode, signature):
@@ -211,7 +209,7 @@ class Trainer:
         """Run the test function over `dataset`; returns the `val_` logs as floats."""
         self.reset(validation=True)
         iterator = iter(dataset)
-        calls = _calls_per_epoch(dataset, self.steps_per_execution)
+        calls = calls_per_epoch(dataset, self.steps_per_execution)
         if calls is not None:  # a known length: no host read of the step count per call
             for _ in range(calls):
                 self.test_function(iterator)
@@ -221,12 +219,13 @@ class Trainer:
         return self.logs(prefix="val_")
 
 
-def _steps(dataset):
+def dataset_steps(dataset):
     """The number of batches of `dataset`, or `None` when TensorFlow cannot tell."""
     steps = int(dataset.cardinality())
     return steps if steps >= 0 else None
 
 
-def _calls_per_epoch(dataset, k):
-    steps = _steps(dataset)
+def calls_per_epoch(dataset, k):
+    """Calls of a `k`-steps-per-call function that one pass over `dataset` takes, or `None`."""
+    steps = dataset_steps(dataset)
     return None if steps is None else -(-steps // k)

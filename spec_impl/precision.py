@@ -16,7 +16,7 @@ import contextlib
 
 import keras
 
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+from spec_impl._validation import POLICIES
 
 
 def check_policy(name):

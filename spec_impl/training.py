@@ -10,7 +10,7 @@ import tensorflow as tf
 from spec_impl.batchnorm import recalibrate_batch_norm
 from spec_impl.checkpointing import TrainingCheckpoint
 from spec_impl.compile_utils import as_dataset
-from spec_impl.engine import NON_FINITE, Trainer, _steps
+from spec_impl.engine import NON_FINITE, Trainer, dataset_steps
 from spec_impl.progress import EpochProgress
 
 
@@ -83,7 +83,7 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
     ckpt = None if checkpoint_dir is None else TrainingCheckpoint(checkpoint_dir, trainer)
     start_epoch, start_step = (0, 0) if ckpt is None else ckpt.restore_latest()
 
-    steps = _steps(train_ds)
+    steps = dataset_steps(train_ds)
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                                  steps=steps, verbose=verbose)
     history = History()

@@ -68,14 +68,14 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     if model not in valid:
         raise ValueError(f"unknown model {model!r}. Valid models: {', '.join(valid)}")
     check_policy(precision)
-    spec = get_model_spec(model)
-    (x_train, y_train), (x_test, y_test) = load_dataset(data, input_shape=spec.input_shape)
-    if limit:
-        x_train, y_train = x_train[:limit], y_train[:limit]
     checkpoint_dir = os.path.join(out, "checkpoints")
     if not resume and os.path.exists(os.path.join(checkpoint_dir, "checkpoint")):
         raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "
                          f"--resume to continue it, or choose another --out.")
+    spec = get_model_spec(model)
+    (x_train, y_train), (x_test, y_test) = load_dataset(data, input_shape=spec.input_shape)
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
     keras.utils.set_random_seed(seed)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     with global_policy(precision):  # the model keeps its policy after the block
