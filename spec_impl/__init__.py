@@ -37,6 +37,7 @@ _EXPORTS = {
     **dict.fromkeys(["LossHistory"], "callbacks"),
     **dict.fromkeys(["Trainer"], "engine"),
     **dict.fromkeys(["train"], "training"),
+    **dict.fromkeys(["make_strategy"], "distribute"),
     **dict.fromkeys(["evaluate_classifier", "predict_one", "roc_auc_document"], "evaluation"),
     **dict.fromkeys(["global_policy"], "precision"),
     **dict.fromkeys(["RunResult", "train_and_evaluate"], "workflow"),

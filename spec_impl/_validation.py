@@ -3,6 +3,7 @@ that the command line needs before TensorFlow is imported (this module imports n
 
 MODES = ("eager", "function", "xla")  # the training engine's execution modes
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies offered
+STRATEGIES = ("default", "mirrored", "multiworker")  # spec_impl.make_strategy's kinds
 
 
 def check_positive_int(name, value):

@@ -23,9 +23,12 @@ class TrainingCheckpoint:
         directory: the checkpoint folder (created if needed).
         trainer: a built `spec_impl.engine.Trainer` (model and optimizer variables exist).
         max_to_keep: how many checkpoints to keep.
+        write_directory: where to write (default: `directory`); a multi-worker non-chief
+            worker writes to a temporary folder and restores from the chief's `directory`.
     """
 
-    def __init__(self, directory, trainer, max_to_keep=MAX_TO_KEEP):
+    def __init__(self, directory, trainer, max_to_keep=MAX_TO_KEEP, write_directory=None):
+        self.directory = str(directory)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
@@ -35,13 +38,14 @@ class TrainingCheckpoint:
             epoch=self.epoch,
             step=self.step,
         )
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory),
+        self.manager = tf.train.CheckpointManager(self.checkpoint,
+                                                  str(write_directory or directory),
                                                   max_to_keep=max_to_keep)
 
     @property
     def latest(self):
-        """Path prefix of the latest complete checkpoint, or `None`."""
-        return self.manager.latest_checkpoint
+        """Path prefix of the latest complete checkpoint in `directory`, or `None`."""
+        return tf.train.latest_checkpoint(self.directory)
 
     def save(self, epoch, step):
         """Record that `epoch` epochs and `step` further steps are done, and write a checkpoint."""

@@ -146,12 +146,18 @@ class Classifier(keras.Model):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def get_mnist_model(input_dim=28 * 28, num_classes=10):
-    """784 -> Dense(512, relu) -> Dropout(0.5) -> Dense(10, softmax): 407,050 parameters."""
+def get_mnist_model(input_dim=28 * 28, num_classes=10, dropout=0.5):
+    """784 -> Dense(512, relu) -> Dropout(0.5) -> Dense(10, softmax): 407,050 parameters.
+
+    `dropout=0` leaves the `Dropout` layer out (a deterministic model, for comparing runs).
+    """
     check_positive_int("input_dim", input_dim)
     check_positive_int("num_classes", num_classes)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"Expected `dropout` in [0, 1). Received: dropout={dropout!r}")
     inputs = keras.Input(shape=(input_dim,))
     features = layers.Dense(512, activation="relu")(inputs)
-    features = layers.Dropout(0.5)(features)
+    if dropout:
+        features = layers.Dropout(dropout)(features)
     outputs = layers.Dense(num_classes, activation="softmax", dtype=output_dtype())(features)
     return keras.Model(inputs, outputs, name="mnist_mlp")

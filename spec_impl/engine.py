@@ -10,12 +10,15 @@ Corrections to the documents: `training=True` in the train step and `False` in t
 to the training writer); the regularization and `add_loss` terms are part of the loss.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from spec_impl._validation import MODES, check_positive_int
 from spec_impl.compile_utils import as_loss, relaxed_spec, resolve_metric
+from spec_impl.distribute import distribute_dataset, explicit, per_example_loss
 from spec_impl.precision import needs_loss_scaling
 
 
@@ -64,26 +67,35 @@ class Trainer:
         log_dir: where `train/` and `validation/` TensorBoard event files go, or `None`.
         element_spec: the batched dataset's element spec, fixing the traced signature.
         steps_per_execution: batches per call of `train_function` / `test_function`.
+        strategy: a `tf.distribute.Strategy` (`spec_impl.make_strategy`) whose scope holds the
+            model's variables, or `None`. The steps then run per replica (`strategy.run`), each
+            replica's loss averaged over the global batch and `model.losses` divided by the
+            number of replicas (`spec_impl.distribute`); the optimizer and the metrics are
+            created in the strategy's scope here, and `iterator` distributes datasets.
     """
 
     def __init__(self, model, *, loss, optimizer, metrics=(), mode="function", log_dir=None,
-                 element_spec=None, steps_per_execution=1):
+                 element_spec=None, steps_per_execution=1, strategy=None):
         if mode not in MODES:
             raise ValueError(f"Expected `mode` to be one of {', '.join(MODES)}. Received: mode={mode!r}")
         self.model = model
         self.mode = mode
         self.steps_per_execution = check_positive_int("steps_per_execution", steps_per_execution)
+        self.strategy = explicit(strategy)
         self.loss_fn = as_loss(loss)
-        optimizer = keras.optimizers.get(optimizer)
-        if needs_loss_scaling(model) and not isinstance(optimizer,
-                                                        keras.optimizers.LossScaleOptimizer):
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        self.optimizer = optimizer
-        y_spec = None if element_spec is None else element_spec[1]
-        self.train_metrics = [resolve_metric(m, y_spec) for m in metrics]
-        self.val_metrics = [type(m).from_config(m.get_config()) for m in self.train_metrics]
-        self.train_loss = keras.metrics.Mean(name="loss")
-        self.val_loss = keras.metrics.Mean(name="loss")
+        if self.strategy is not None:
+            self.per_example_loss = per_example_loss(self.loss_fn)
+        with self.scope():  # optimizer slots and metric totals are replica-aware variables
+            optimizer = keras.optimizers.get(optimizer)
+            if needs_loss_scaling(model) and not isinstance(optimizer,
+                                                            keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            y_spec = None if element_spec is None else element_spec[1]
+            self.train_metrics = [resolve_metric(m, y_spec) for m in metrics]
+            self.val_metrics = [type(m).from_config(m.get_config()) for m in self.train_metrics]
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.val_loss = keras.metrics.Mean(name="loss")
         # Steps run so far (the TensorBoard step); not `optimizer.iterations`, which a loss-scale
         # optimizer does not advance on a skipped step.
         self.train_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -94,8 +106,15 @@ class Trainer:
             self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
             self.val_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
         signature = None if element_spec is None else list(relaxed_spec(element_spec))
-        self.train_step = _compile(self._train_step, mode, signature)
-        self.test_step = _compile(self._test_step, mode, signature)
+        if self.strategy is None:
+            self.train_step = _compile(self._train_step, mode, signature)
+            self.test_step = _compile(self._test_step, mode, signature)
+        else:  # per replica (XLA-compiled in xla mode), in a step taking distributed values
+            replica_mode = "xla" if mode == "xla" else "eager"  # train_function is the tf.function
+            self.train_step = self._distributed(_compile(self._replica_train_step, replica_mode,
+                                                         None))
+            self.test_step = self._distributed(_compile(self._replica_test_step, replica_mode,
+                                                        None))
         self.train_function = self._loop(self.train_step, self._after_train_step,
                                          self.train_loss, self.train_metrics)
         self.test_function = self._loop(self.test_step, self._after_test_step,
@@ -129,6 +148,66 @@ class Trainer:
         for metric in self.val_metrics:
             metric.update_state(y, predictions)
         return loss
+
+    # ---- the numeric steps, per replica under a strategy ----
+
+    def _replica_loss(self, y, predictions):
+        """The replica's share of the global loss (to differentiate: the optimizer sums the
+        gradients over replicas) and its own mean loss (to report), with its batch size."""
+        per_example = tf.convert_to_tensor(self.per_example_loss(y, predictions))
+        if per_example.shape.rank > 1:  # as `sum_over_batch_size`: a mean over the other axes
+            per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
+        local = tf.shape(per_example)[0]
+        context = tf.distribute.get_replica_context()
+        global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, local)  # partial batches too
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        local = tf.cast(local, per_example.dtype)
+        mean = tf.math.divide_no_nan(tf.reduce_sum(per_example), local)
+        if self.model.losses:  # every replica computes them whole
+            extra = tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
+            loss = loss + tf.nn.scale_regularization_loss(extra)
+            mean = mean + extra
+        return loss, mean, local
+
+    def _replica_train_step(self, x, y):
+        with tf.GradientTape() as tape:
+            predictions = self.model(x, training=True)
+            loss, mean, local = self._replica_loss(y, predictions)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))  # sums over replicas
+        self.train_loss.update_state(mean, sample_weight=local)
+        for metric in self.train_metrics:
+            metric.update_state(y, predictions)
+        return loss
+
+    def _replica_test_step(self, x, y):
+        predictions = self.model(x, training=False)
+        loss, mean, local = self._replica_loss(y, predictions)
+        self.val_loss.update_state(mean, sample_weight=local)
+        for metric in self.val_metrics:
+            metric.update_state(y, predictions)
+        return loss
+
+    def _distributed(self, replica_step):
+        def step(x, y):
+            losses = self.strategy.run(replica_step, args=(x, y))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return step
+
+    def scope(self):
+        """The strategy's scope, or a no-op without one."""
+        return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
+
+    def iterator(self, dataset, skip=0):
+        """An iterator over `dataset` from batch `skip` on, distributed under a strategy."""
+        if skip:
+            dataset = dataset.skip(skip)
+        if self.strategy is not None:
+            dataset = distribute_dataset(self.strategy, dataset)
+        return iter(dataset)
 
     # ---- several steps per call, checks and summaries (never inside XLA) ----
 
@@ -208,7 +287,7 @@ class Trainer:
     def evaluate(self, dataset):
         """Run the test function over `dataset`; returns the `val_` logs as floats."""
         self.reset(validation=True)
-        iterator = iter(dataset)
+        iterator = self.iterator(dataset)
         calls = calls_per_epoch(dataset, self.steps_per_execution)
         if calls is not None:  # a known length: no host read of the step count per call
             for _ in range(calls):

@@ -4,12 +4,15 @@ Epochs -> calls of `Trainer.train_function` (k steps each) -> Keras callbacks, a
 TensorBoard epoch scalars, checkpoints (resumed from), batch-norm recalibration, validation.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from spec_impl.batchnorm import recalibrate_batch_norm
 from spec_impl.checkpointing import TrainingCheckpoint
 from spec_impl.compile_utils import as_dataset
+from spec_impl.distribute import check_created_in_scope, chief_path, explicit
 from spec_impl.engine import NON_FINITE, Trainer, dataset_steps
 from spec_impl.progress import EpochProgress
 
@@ -23,7 +26,7 @@ class History(dict):
 def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None, metrics=(),
           mode="function", log_dir=None, checkpoint_dir=None, checkpoint_every=None,
           callbacks=(), verbose=1, batch_size=32, num_classes=None, recalibrate_bn=False,
-          steps_per_execution=1):
+          steps_per_execution=1, strategy=None):
     """Train `model` with the package's custom loop and return its history.
 
     Args:
@@ -55,17 +58,36 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
             (`spec_impl.batchnorm`); fixes inference accuracy after short runs.
         steps_per_execution: batches per compiled call (a loop inside the `tf.function` over a
             dataset iterator, as `fit` does); the last call of an epoch may run fewer.
+        strategy: a `tf.distribute.Strategy` (`spec_impl.make_strategy`) in whose scope the
+            model was built, or `None`. The steps then run per replica on the distributed
+            datasets, with the loss of the global batch (`spec_impl.distribute`); on a
+            multi-worker cluster only the chief keeps `log_dir` and checkpoints (the other
+            workers write to temporary folders, removed), and all resume from the chief's.
 
     Returns:
         A `History` dict of lists, one value per epoch: `loss`, each metric, and `val_`
         versions; its `trainer` attribute holds the step functions.
 
     Raises:
-        ValueError: a bad `mode` or `steps_per_execution`, data the model cannot take, or labels
-            out of range (before the first step).
+        ValueError: a bad `mode` or `steps_per_execution`, data the model cannot take, labels
+            out of range, or a model built outside `strategy`'s scope (before the first step).
         FloatingPointError: a non-finite loss (checked inside the compiled call); no checkpoint
             is written after it.
     """
+    strategy = explicit(strategy)
+    if strategy is not None:
+        check_created_in_scope(model, strategy)
+    with contextlib.ExitStack() as stack:  # a non-chief worker's folders are removed at the end
+        log_dir = stack.enter_context(chief_path(log_dir, strategy))
+        write_dir = stack.enter_context(chief_path(checkpoint_dir, strategy))
+        return _train(model, train_data, loss, optimizer, epochs, validation_data, metrics, mode,
+                      log_dir, checkpoint_dir, write_dir, checkpoint_every, callbacks, verbose,
+                      batch_size, num_classes, recalibrate_bn, steps_per_execution, strategy)
+
+
+def _train(model, train_data, loss, optimizer, epochs, validation_data, metrics, mode, log_dir,
+           checkpoint_dir, write_dir, checkpoint_every, callbacks, verbose, batch_size,
+           num_classes, recalibrate_bn, steps_per_execution, strategy):
     from spec_impl.checks import check_training_inputs
 
     train_ds = as_dataset(train_data, batch_size)
@@ -76,11 +98,13 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
         check_training_inputs(model, val_ds, loss, num_classes)
     trainer = Trainer(model, loss=loss, optimizer=optimizer, metrics=metrics, mode=mode,
                       log_dir=log_dir, element_spec=train_ds.element_spec,
-                      steps_per_execution=steps_per_execution)
-    trainer.optimizer.build(model.trainable_variables)
+                      steps_per_execution=steps_per_execution, strategy=strategy)
+    with trainer.scope():
+        trainer.optimizer.build(model.trainable_variables)
     if getattr(model, "optimizer", None) is not trainer.optimizer:
         model.optimizer = trainer.optimizer  # for callbacks that read model.optimizer
-    ckpt = None if checkpoint_dir is None else TrainingCheckpoint(checkpoint_dir, trainer)
+    ckpt = None if checkpoint_dir is None else TrainingCheckpoint(checkpoint_dir, trainer,
+                                                                  write_directory=write_dir)
     start_epoch, start_step = (0, 0) if ckpt is None else ckpt.restore_latest()
 
     steps = dataset_steps(train_ds)
@@ -126,7 +150,7 @@ def _run_epoch(trainer, dataset, epoch, skip, steps, progress, callback_list, ck
     them only when it redraws.
     """
     k = trainer.steps_per_execution
-    iterator = iter(dataset.skip(skip))
+    iterator = trainer.iterator(dataset, skip)
     first_count = int(trainer.train_counter.numpy())
     step = skip
     while steps is None or step < steps:

@@ -1,0 +1,164 @@
+"""`tf.distribute` for the training engine: strategies, the chief's files, the rules of the loop.
+
+The rules a hand-written loop must follow under a strategy, each pinned by a test:
+
+- the model, the optimizer and the metrics are created inside `strategy.scope()`;
+- each replica's loss is its per-example loss summed and divided by the *global* batch size
+  (`tf.nn.compute_average_loss`), so that the gradients, summed over replicas by the optimizer,
+  are those of the global batch. The global size is all-reduced, so an uneven partial last
+  batch counts right too; `compute_average_loss`'s default (local size x replicas) does not;
+- regularization and `add_loss` terms (`model.losses`), which every replica computes whole, are
+  divided by the number of replicas (`tf.nn.scale_regularization_loss`);
+- a `keras.losses.Loss` with its default reduction, called inside `strategy.run`, already divides
+  by the number of replicas on Keras 3 (`scale_loss_for_distribution`): the loop asks it for
+  per-example values (`reduction=None`) instead, so nothing is scaled twice;
+- the datasets are distributed (`strategy.experimental_distribute_dataset`);
+- only the chief writes TensorBoard events, checkpoints and the saved model; the other workers
+  write to temporary folders that are removed (TensorFlow's multi-worker guide).
+"""
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from spec_impl._validation import STRATEGIES, check_choice, check_positive_int
+
+
+def make_strategy(kind="default", devices=None):
+    """A `tf.distribute.Strategy` of `kind`, on this machine's devices.
+
+    `"mirrored"` replicates on `devices` GPUs when there are that many, and otherwise splits the
+    CPU into `devices` logical devices, so that it runs (and is tested) on a CPU-only machine.
+    On logical CPU devices gradients are reduced through one device (`ReductionToOneDevice`):
+    TensorFlow's CPU collectives key their groups by number, so a second mirrored strategy of
+    another size in the same process would fail its first step.
+
+    Args:
+        kind: `"default"` (one device, no replication), `"mirrored"` (one process, several
+            devices) or `"multiworker"` (several processes; the cluster is read from the
+            `TF_CONFIG` environment variable, as TensorFlow does).
+        devices: the number of replicas for `"mirrored"` (default: every GPU, or 2 CPU devices).
+
+    Returns:
+        The strategy.
+
+    Raises:
+        ValueError: an unknown `kind`, a bad `devices`, `devices` with another kind, or a
+            `"multiworker"` strategy without `TF_CONFIG`.
+        RuntimeError: `devices` CPU devices asked for after TensorFlow initialised fewer.
+    """
+    check_choice("kind", kind, STRATEGIES)
+    if devices is not None:
+        check_positive_int("devices", devices)
+        if kind != "mirrored":
+            raise ValueError(f"`devices` applies to kind='mirrored' only. Received: kind={kind!r}, "
+                             f"devices={devices}")
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("kind='multiworker' reads the cluster from the TF_CONFIG environment "
+                             "variable, which is not set (README, 'Distributed training').")
+        json.loads(os.environ["TF_CONFIG"])  # a malformed value fails here, not in TensorFlow
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and (devices is None or len(gpus) >= devices):
+        names = [f"/gpu:{i}" for i in range(devices or len(gpus))]
+        return tf.distribute.MirroredStrategy(names)
+    names = [d.name for d in cpu_devices(devices or 2)]
+    return tf.distribute.MirroredStrategy(names,
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def cpu_devices(count):
+    """The first `count` logical CPU devices, splitting the CPU into them if TensorFlow has not
+    initialised its devices yet.
+
+    Raises:
+        RuntimeError: TensorFlow is initialised with fewer logical CPU devices.
+    """
+    check_positive_int("count", count)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu)
+    if configured is None or len(configured) < count:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+        except RuntimeError:
+            have = len(tf.config.list_logical_devices("CPU"))
+            raise RuntimeError(
+                f"{count} logical CPU devices were asked for, but TensorFlow has already "
+                f"initialised its devices with {have}. Create the strategy before anything else "
+                f"runs a TensorFlow operation, or call spec_impl.distribute.cpu_devices({count}) "
+                f"first thing in the program."
+            ) from None
+    return tf.config.list_logical_devices("CPU")[:count]
+
+
+def explicit(strategy):
+    """`strategy`, or `None` for no strategy or TensorFlow's default (one-device) strategy."""
+    default = strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy"
+    return None if default else strategy
+
+
+def is_chief(strategy=None):
+    """Whether this process writes files: always, except on a multi-worker non-chief worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+@contextlib.contextmanager
+def chief_path(path, strategy=None):
+    """Yield `path` on the chief and a temporary folder elsewhere, removed on exit.
+
+    Every worker must run the same saving code (variables may be read collectively), but only
+    the chief's copy is kept. `path` `None` yields `None`.
+    """
+    if path is None or is_chief(strategy):
+        yield path
+        return
+    scratch = tempfile.mkdtemp(prefix="spec_impl-worker-")
+    try:
+        yield os.path.join(scratch, os.path.basename(os.path.normpath(str(path))))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def distribute_dataset(strategy, dataset):
+    """`dataset`, sharded by element across workers and split across replicas per step."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def check_created_in_scope(model, strategy):
+    """Raise `ValueError` unless every variable of `model` was created in `strategy.scope()`."""
+    for variable in model.variables:
+        if not strategy.extended.variable_created_in_scope(getattr(variable, "value", variable)):
+            raise ValueError(
+                f"The variable {variable.path!r} of model {model.name!r} was created outside "
+                f"the strategy's scope. Build the model (and its optimizer) inside "
+                f"`with strategy.scope():`, then pass the strategy to train()."
+            )
+
+
+def per_example_loss(loss):
+    """`loss` (a `keras.losses.Loss`, or the sum of several) giving per-example values."""
+    if hasattr(loss, "losses"):  # compile_utils._SumOfLosses
+        parts = [per_example_loss(part) for part in loss.losses]
+        return lambda y, p: tf.add_n([fn(t, q) for fn, t, q in zip(parts, y, p)])
+    unreduced = copy.copy(loss)
+    unreduced.reduction = None
+    return unreduced
