@@ -22,6 +22,15 @@ settings.register_profile(
 settings.load_profile("spec_impl")
 
 SEED = 1234
+TEST_DEVICES = 4  # logical CPU devices, standing in for GPUs in the distributed tests
+
+
+def pytest_sessionstart(session):
+    """Split the CPU into `TEST_DEVICES` logical devices before TensorFlow initialises them
+    (it can only be done first); single-device code runs on the first one as before."""
+    from spec_impl.distribute import cpu_devices
+
+    cpu_devices(TEST_DEVICES)
 
 
 @pytest.fixture

@@ -7,8 +7,13 @@ The rules a hand-written loop must follow under a strategy, each pinned by a tes
   (`tf.nn.compute_average_loss`), so that the gradients, summed over replicas by the optimizer,
   are those of the global batch. The global size is all-reduced, so an uneven partial last
   batch counts right too; `compute_average_loss`'s default (local size x replicas) does not;
-- regularization and `add_loss` terms (`model.losses`), which every replica computes whole, are
-  divided by the number of replicas (`tf.nn.scale_regularization_loss`);
+- regularization and `add_loss` terms (`model.losses`) are divided among the replicas: a weight
+  penalty, which every replica computes whole, by the number of replicas
+  (`tf.nn.scale_regularization_loss`). The loop weights each replica's terms by its share of
+  the global batch, which is that on an even split and also right for an `add_loss` term (a
+  mean over the replica's own batch) on an uneven partial batch, where 1 / replicas is not;
+- `model.losses` is read right after the forward pass, before any cross-replica call: Keras
+  keeps it in one list shared by the replica threads, which the next replica's call replaces;
 - a `keras.losses.Loss` with its default reduction, called inside `strategy.run`, already divides
   by the number of replicas on Keras 3 (`scale_loss_for_distribution`): the loop asks it for
   per-example values (`reduction=None`) instead, so nothing is scaled twice;
@@ -152,6 +157,25 @@ def check_created_in_scope(model, strategy):
                 f"the strategy's scope. Build the model (and its optimizer) inside "
                 f"`with strategy.scope():`, then pass the strategy to train()."
             )
+
+
+XLA_REFUSED = "XLA cannot read a variable that lives on another device"
+
+
+def check_xla_devices(strategy):
+    """Refuse XLA steps on a strategy of several CPU devices, which TensorFlow cannot run.
+
+    Each replica's XLA cluster is placed on the first device and cannot reach the variables of
+    the others (TensorFlow's XLA known issue "tf.Variable on a different device");
+    `fit(jit_compile=True)` fails the same way, with an `InvalidArgumentError` at the first step.
+    """
+    devices = strategy.extended.worker_devices
+    if len(devices) > 1 and all("CPU" in d.upper() for d in devices):
+        raise ValueError(
+            f"mode='xla' with {type(strategy).__name__} on {len(devices)} CPU devices: "
+            f"{XLA_REFUSED} (TensorFlow's XLA known issue 'tf.Variable on a different device'; "
+            f"fit(jit_compile=True) fails the same way). Use mode='function'."
+        )
 
 
 def per_example_loss(loss):

@@ -18,7 +18,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from spec_impl._validation import MODES, check_positive_int
 from spec_impl.compile_utils import as_loss, relaxed_spec, resolve_metric
-from spec_impl.distribute import distribute_dataset, explicit, per_example_loss
+from spec_impl.distribute import check_xla_devices, distribute_dataset, explicit, per_example_loss
 from spec_impl.precision import needs_loss_scaling
 
 
@@ -82,6 +82,8 @@ class Trainer:
         self.mode = mode
         self.steps_per_execution = check_positive_int("steps_per_execution", steps_per_execution)
         self.strategy = explicit(strategy)
+        if mode == "xla" and self.strategy is not None:
+            check_xla_devices(self.strategy)
         self.loss_fn = as_loss(loss)
         if self.strategy is not None:
             self.per_example_loss = per_example_loss(self.loss_fn)
@@ -151,28 +153,39 @@ class Trainer:
 
     # ---- the numeric steps, per replica under a strategy ----
 
-    def _replica_loss(self, y, predictions):
+    def _replica_loss(self, y, predictions, extra_losses):
         """The replica's share of the global loss (to differentiate: the optimizer sums the
-        gradients over replicas) and its own mean loss (to report), with its batch size."""
+        gradients over replicas) and its own mean loss (to report), with its batch size.
+
+        The per-example losses are summed and divided by the global batch size, all-reduced so
+        that an uneven partial batch counts right. `extra_losses` (`model.losses`), which each
+        replica computes whole (a weight penalty) or as a mean over its own batch (an
+        `add_loss` term), are weighted by the replica's share of the global batch: 1 / replicas
+        on an even split, as `tf.nn.scale_regularization_loss`, and exact on an uneven one.
+        They are read right after the forward pass: Keras keeps them on the layers, in one list
+        shared by the replica threads, which the next replica's forward pass replaces at the
+        first cross-replica call (the all-reduce here).
+        """
         per_example = tf.convert_to_tensor(self.per_example_loss(y, predictions))
         if per_example.shape.rank > 1:  # as `sum_over_batch_size`: a mean over the other axes
             per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
         local = tf.shape(per_example)[0]
         context = tf.distribute.get_replica_context()
-        global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, local)  # partial batches too
+        global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         local = tf.cast(local, per_example.dtype)
         mean = tf.math.divide_no_nan(tf.reduce_sum(per_example), local)
-        if self.model.losses:  # every replica computes them whole
-            extra = tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
-            loss = loss + tf.nn.scale_regularization_loss(extra)
+        if extra_losses:
+            extra = tf.add_n([tf.cast(term, loss.dtype) for term in extra_losses])
+            share = tf.math.divide_no_nan(local, tf.cast(global_batch, loss.dtype))
+            loss = loss + share * extra
             mean = mean + extra
         return loss, mean, local
 
     def _replica_train_step(self, x, y):
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)
-            loss, mean, local = self._replica_loss(y, predictions)
+            loss, mean, local = self._replica_loss(y, predictions, list(self.model.losses))
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -184,7 +197,7 @@ class Trainer:
 
     def _replica_test_step(self, x, y):
         predictions = self.model(x, training=False)
-        loss, mean, local = self._replica_loss(y, predictions)
+        loss, mean, local = self._replica_loss(y, predictions, list(self.model.losses))
         self.val_loss.update_state(mean, sample_weight=local)
         for metric in self.val_metrics:
             metric.update_state(y, predictions)

@@ -221,3 +221,19 @@ def _as_spec(input_data, compute):
     if isinstance(input_data, (list, tuple)):
         return [spec(v) for v in input_data]
     return spec(input_data)
+
+
+def read_scalars(folder):
+    """`{tag: [(step, value), ...]}` of the float scalars in a TensorBoard event folder, read
+    with TensorBoard's own event reader."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    scalars = {}
+    for tag in acc.Tags()["tensors"]:
+        events = acc.Tensors(tag)
+        if tf.make_ndarray(events[0].tensor_proto).dtype.kind == "f":  # not the model config
+            scalars[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events]
+    return scalars

@@ -75,8 +75,6 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
             is written after it.
     """
     strategy = explicit(strategy)
-    if strategy is not None:
-        check_created_in_scope(model, strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folders are removed at the end
         log_dir = stack.enter_context(chief_path(log_dir, strategy))
         write_dir = stack.enter_context(chief_path(checkpoint_dir, strategy))
@@ -93,9 +91,12 @@ def _train(model, train_data, loss, optimizer, epochs, validation_data, metrics,
     train_ds = as_dataset(train_data, batch_size)
     val_ds = None if validation_data is None else as_dataset(validation_data, batch_size,
                                                               "validation_data")
-    check_training_inputs(model, train_ds, loss, num_classes)
-    if val_ds is not None:
-        check_training_inputs(model, val_ds, loss, num_classes)
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        check_training_inputs(model, train_ds, loss, num_classes)  # builds an unbuilt model
+        if val_ds is not None:
+            check_training_inputs(model, val_ds, loss, num_classes)
+    if strategy is not None:
+        check_created_in_scope(model, strategy)
     trainer = Trainer(model, loss=loss, optimizer=optimizer, metrics=metrics, mode=mode,
                       log_dir=log_dir, element_spec=train_ds.element_spec,
                       steps_per_execution=steps_per_execution, strategy=strategy)
