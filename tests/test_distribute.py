@@ -8,14 +8,29 @@ TensorFlow itself refuses.
 """
 
 import contextlib
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl import (ReconstructionRegressor, ResidualRegressor, get_mnist_model, global_policy,
-                       make_strategy, train)
+from spec_impl import (
+    ReconstructionRegressor,
+    ResidualRegressor,
+    get_mnist_model,
+    global_policy,
+    make_strategy,
+    train,
+)
 from spec_impl.batchnorm import batch_norm_layers, recalibrate_batch_norm
 from spec_impl.distribute import XLA_REFUSED, check_created_in_scope, cpu_devices, per_example_loss
 from spec_impl.engine import Trainer
@@ -98,9 +113,20 @@ def run_fit(case, strategy, n=N_EVEN):
     return model, history.history
 
 
+@functools.cache
+def _reference(case, n, kind):
+    model, history = (run_loop if kind == "loop" else run_fit)(case, None, n=n)
+    return model.get_weights(), dict(history)
+
+
+def one_device(case, n=N_UNEVEN, kind="loop"):
+    """The one-device run's weights and history (computed once per session)."""
+    return _reference(case, n, kind)
+
+
 def assert_same_run(run, reference, err_msg=""):
-    (model, history), (ref_model, ref_history) = run, reference
-    for got, want in zip(model.get_weights(), ref_model.get_weights()):
+    (model, history), (ref_weights, ref_history) = run, reference
+    for got, want in zip(model.get_weights(), ref_weights):
         assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=err_msg)
     for name, values in ref_history.items():
         if name in history:
@@ -151,7 +177,7 @@ def test_multiworker_needs_tf_config(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES)
 def test_loop_equals_one_device_on_2_and_4_replicas(case, strategies):
-    reference = run_loop(case, None)
+    reference = one_device(case)
     assert len(reference[1]["loss"]) == EPOCHS
     for n, strategy in strategies.items():
         assert_same_run(run_loop(case, strategy), reference, err_msg=f"{n} replicas")
@@ -159,7 +185,7 @@ def test_loop_equals_one_device_on_2_and_4_replicas(case, strategies):
 
 @pytest.mark.parametrize("case", CASES)
 def test_fit_under_the_strategy_equals_one_device(case, strategies):
-    reference = run_fit(case, None)
+    reference = one_device(case, N_EVEN, "fit")
     for n, strategy in strategies.items():
         assert_same_run(run_fit(case, strategy), reference, err_msg=f"fit, {n} replicas")
     # and the package's loop under the strategy agrees with fit
@@ -189,7 +215,7 @@ def _extra_losses_over_replicas(self, y, predictions, extra_losses):
 @pytest.mark.parametrize("case, wrong", [("mnist_mlp", _per_replica_mean),
                                          ("reconstruction_regressor", _extra_losses_over_replicas)])
 def test_a_wrong_loss_scaling_fails_the_equivalence(case, wrong, strategies, monkeypatch):
-    reference = run_loop(case, None)
+    reference = one_device(case)
     monkeypatch.setattr(Trainer, "_replica_loss", wrong)
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         assert_same_run(run_loop(case, strategies[2]), reference)
@@ -200,12 +226,11 @@ def test_fit_and_the_default_average_weigh_an_uneven_partial_batch_wrong(strateg
     by its local size x replicas: a last batch of 7 split 4 + 3 is weighed 1/8 and 1/6 per
     example instead of 1/7. The package's loop all-reduces the global size and agrees with one
     device; `fit` under the strategy does not (on an even split it does, test above)."""
-    reference = run_fit("mnist_mlp", None, n=N_UNEVEN)
+    reference = one_device("mnist_mlp", N_UNEVEN, "fit")
     fitted = run_fit("mnist_mlp", strategies[2], n=N_UNEVEN)
-    gap = max(np.abs(a - b).max() for a, b in zip(fitted[0].get_weights(),
-                                                   reference[0].get_weights()))
+    gap = max(np.abs(a - b).max() for a, b in zip(fitted[0].get_weights(), reference[0]))
     assert gap > 1e-3
-    assert_same_run(run_loop("mnist_mlp", strategies[2], n=N_UNEVEN), run_loop("mnist_mlp", None))
+    assert_same_run(run_loop("mnist_mlp", strategies[2], n=N_UNEVEN), one_device("mnist_mlp"))
 
 
 def test_keras_loss_in_a_replica_already_divides_by_the_replicas(strategies):
@@ -229,7 +254,7 @@ def test_keras_loss_in_a_replica_already_divides_by_the_replicas(strategies):
 
 @pytest.mark.parametrize("mode, k", [("eager", 1), ("function", 3), ("eager", 3)])
 def test_modes_and_steps_per_execution_under_a_strategy(mode, k, strategies):
-    reference = run_loop("mnist_mlp", None)
+    reference = one_device("mnist_mlp")
     assert_same_run(run_loop("mnist_mlp", strategies[2], mode=mode, steps_per_execution=k),
                     reference, err_msg=f"{mode}, k={k}")
 
@@ -282,6 +307,7 @@ def test_validation_logs_callbacks_and_the_nan_stop(strategies, tmp_path):
 
     record = Record()
     reference = run_loop("mnist_mlp", None, validation_data=digits(N_EVEN))
+    reference = reference[0].get_weights(), reference[1]
     model, history = run_loop("mnist_mlp", strategies[2], validation_data=digits(N_EVEN),
                               log_dir=str(tmp_path), callbacks=[record])
     assert_same_run((model, history), reference)
@@ -305,7 +331,7 @@ class Crash(Exception):
 
 
 def test_checkpoint_and_resume_under_a_strategy(strategies, tmp_path):
-    reference = run_loop("mnist_mlp", None)
+    reference = one_device("mnist_mlp")
     strategy = strategies[4]
 
     class CrashMidEpoch(keras.callbacks.Callback):
@@ -320,7 +346,7 @@ def test_checkpoint_and_resume_under_a_strategy(strategies, tmp_path):
     assert (reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
             reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, 1)
     resumed = run_loop("mnist_mlp", strategy, checkpoint_dir=str(tmp_path))
-    for got, want in zip(resumed[0].get_weights(), reference[0].get_weights()):
+    for got, want in zip(resumed[0].get_weights(), reference[0]):
         assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
@@ -353,3 +379,118 @@ def test_mixed_precision_under_a_strategy(strategies):
     assert isinstance(runs[1].trainer.optimizer, keras.optimizers.LossScaleOptimizer)
     # float16 sums in another order: agreement to float16's resolution, not float32's
     assert_allclose(runs[1]["loss"], runs[0]["loss"], rtol=1e-3)
+
+
+# ---- several worker processes on 127.0.0.1 ----
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+CLUSTER_TIMEOUT = 300  # seconds; a run takes about 15 on 2 cores
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@contextlib.contextmanager
+def cluster(out, scratch, *args):
+    """Two `distributed_worker.py` processes, each with its `TF_CONFIG`; output in OUT/w<i>.log.
+    Any still running on exit are killed."""
+    ports = free_ports(2)
+    spec = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for index in range(2):
+            env = dict(os.environ, TMPDIR=str(scratch), TF_CPP_MIN_LOG_LEVEL="3",
+                       TF_CONFIG=json.dumps({"cluster": spec,
+                                             "task": {"type": "worker", "index": index}}))
+            log = stack.enter_context(open(out / f"w{index}.log", "w"))
+            processes.append(subprocess.Popen([sys.executable, str(WORKER), str(out), *args],
+                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+        try:
+            yield processes
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+
+
+def wait_all(processes, out):
+    codes = [process.wait(timeout=CLUSTER_TIMEOUT) for process in processes]
+    logs = "\n".join((out / f"w{i}.log").read_text()[-3000:] for i in range(2))
+    assert codes == [0, 0], logs
+
+
+@pytest.fixture(scope="module")
+def worker_reference():
+    """The workers' model trained on one device in this process: weights and loss history."""
+    import distributed_worker as worker
+
+    model = worker.build()
+    history = train(model, worker.data(), **worker.fit_settings())
+    return model.get_weights(), history["loss"]
+
+
+def assert_chief_result(out, reference):
+    saved = np.load(out / "weights.npz")
+    weights, losses = reference
+    for i, want in enumerate(weights):
+        assert_allclose(saved[f"arr_{i}"], want, rtol=RTOL, atol=ATOL)
+    assert_allclose(saved["loss"], losses, rtol=RTOL)
+    reloaded = keras.saving.load_model(out / "model.keras")
+    for got, want in zip(reloaded.get_weights(), weights):
+        assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_equal_one_device_and_only_the_chief_writes(tmp_path,
+                                                                         worker_reference):
+    out, scratch = tmp_path / "run", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    with cluster(out, scratch) as processes:
+        wait_all(processes, out)
+    assert_chief_result(out, worker_reference)
+    assert len(list((out / "logs" / "train").iterdir())) == 1  # the chief's event file alone
+    assert read_scalars(out / "logs" / "train")["epoch_loss"][-1][1] == \
+        pytest.approx(worker_reference[1][-1], rel=RTOL)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "logs", "model.keras",
+                                                     "w0.log", "w1.log", "weights.npz"]
+    assert list(scratch.iterdir()) == []  # worker 1's checkpoints, events and model: removed
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_epoch_and_a_restart_from_the_checkpoint(tmp_path, worker_reference):
+    import distributed_worker as worker
+
+    out, scratch = tmp_path / "run", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    marker = out / "paused-worker-1"
+    with cluster(out, scratch, "--pause-at", str(worker.CHECKPOINT_EVERY)) as (chief, other):
+        deadline = time.monotonic() + CLUSTER_TIMEOUT
+        while not (marker.exists() and (out / "checkpoints" / "checkpoint").exists()):
+            assert time.monotonic() < deadline and chief.poll() is None and other.poll() is None
+            time.sleep(0.2)
+        other.send_signal(signal.SIGKILL)
+        # The chief's collective fails once worker 1 stops sending heartbeats.
+        assert chief.wait(timeout=CLUSTER_TIMEOUT) != 0
+    assert "tasks are unhealthy (stopped sending heartbeats)" in (out / "w0.log").read_text()
+    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
+    assert (reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
+            reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, worker.CHECKPOINT_EVERY)
+    assert not (out / "model.keras").exists()
+
+    restart_scratch = tmp_path / "tmp-restart"  # the killed worker could not clean its own
+    restart_scratch.mkdir()
+    with cluster(out, restart_scratch) as processes:  # both restarted: epoch 1, step 3 on
+        wait_all(processes, out)
+    assert_chief_result(out, worker_reference)
+    assert list(restart_scratch.glob("spec_impl-worker-*")) == []
