@@ -6,6 +6,7 @@ traced step graph (fixed batch shape); the machine's peak is a large `tf.matmul`
 same run, so "% of peak" compares like with like.
 """
 
+import contextlib
 import os
 import platform
 import statistics
@@ -34,6 +35,9 @@ SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)} 
 QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}  # --quick
 GPU_MIXED_BATCH = 256  # document 000 trained MiniInception in mixed_float16 at batch 256
 STEPS_PER_EXECUTION = (1, 8, 32)  # loop and fit, each at these k
+DISTRIBUTED_WORKLOADS = ("mnist_mlp", "mini_inception")  # timed under MirroredStrategy
+DISTRIBUTED_BATCH = 32  # the global batch, the same for every number of replicas (divides by 4)
+REPLICAS = (1, 2, 4)  # `spec-impl bench --strategy mirrored --devices N` times those <= N
 
 
 def plan_steps(name, k=1):
@@ -108,13 +112,28 @@ def eval_data(seed=0):
     return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH)
 
 
-def make_trainer(workload, mode, steps_per_execution=1):
-    """A `Trainer` in `mode` with a fresh Adam optimizer, built and ready to step."""
-    trainer = Trainer(workload.model, loss=workload.loss, optimizer=keras.optimizers.Adam(1e-4),
-                      mode=mode, element_spec=workload.element_spec(),
-                      steps_per_execution=steps_per_execution)
-    trainer.optimizer.build(workload.model.trainable_variables)
+def make_trainer(workload, mode, steps_per_execution=1, strategy=None):
+    """A `Trainer` in `mode` with a fresh Adam optimizer, built and ready to step (under
+    `strategy`, whose scope must hold the workload's model)."""
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        optimizer = keras.optimizers.Adam(1e-4)
+    trainer = Trainer(workload.model, loss=workload.loss, optimizer=optimizer, mode=mode,
+                      element_spec=workload.element_spec(),
+                      steps_per_execution=steps_per_execution, strategy=strategy)
+    with trainer.scope():
+        trainer.optimizer.build(workload.model.trainable_variables)
     return trainer
+
+
+def distributed_trainer(name, replicas=None):
+    """`(workload, trainer)` of `name` at the global batch `DISTRIBUTED_BATCH`, in function mode,
+    under `MirroredStrategy` on `replicas` devices (`None`: no strategy)."""
+    from spec_impl.distribute import make_strategy
+
+    strategy = None if replicas is None else make_strategy("mirrored", replicas)
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        workload = build_workload(name, DISTRIBUTED_BATCH)
+    return workload, make_trainer(workload, "function", strategy=strategy)
 
 
 def rates(seconds, batch_size, flops, peak):
@@ -182,7 +201,7 @@ def loop_runner(trainer, dataset):
     calls = calls_per_epoch(dataset, trainer.steps_per_execution)
 
     def run():
-        iterator = iter(dataset)
+        iterator = trainer.iterator(dataset)  # distributed under a strategy
         for _ in range(calls):
             trainer.train_function(iterator)
         float(trainer.train_loss.result())  # wait for the last step
@@ -196,6 +215,21 @@ def fit_runner(workload, dataset, steps_per_execution=1):
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss,
                   steps_per_execution=steps_per_execution)
     return lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+
+def distributed_step_seconds(name, replicas, steps, rounds):
+    """`{replicas: seconds per step}` of the loop over `steps` batches of `name` with no strategy
+    (key `None`) and on each number of `replicas`, timed in alternation round by round."""
+    runs = {}
+    for n in (None, *replicas):
+        workload, trainer = distributed_trainer(name, n)
+        runs[n] = loop_runner(trainer, workload.dataset(steps))
+        runs[n]()  # warm-up: traces the step
+    times = {n: [] for n in runs}
+    for _ in range(rounds):
+        for n, run in runs.items():
+            times[n].append(timed(run))
+    return {n: statistics.median(t) / steps for n, t in times.items()}
 
 
 def step_seconds(trainer, workload, steps, rounds, warmup=1):

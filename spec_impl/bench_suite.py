@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from spec_impl.bench import (
+    DISTRIBUTED_BATCH,
+    DISTRIBUTED_WORKLOADS,
     DOC_EVAL_SPEEDUP,
     EVAL_BATCH,
     EVAL_SAMPLES,
@@ -15,10 +17,12 @@ from spec_impl.bench import (
     MODES,
     PLAN,
     QUICK_SCALING,
+    REPLICAS,
     SCALING,
     STEPS_PER_EXECUTION,
     WORKLOADS,
     build_workload,
+    distributed_step_seconds,
     eval_data,
     loop_and_fit_step_seconds,
     loop_step_seconds,
@@ -126,6 +130,48 @@ def bench_scaling(quick):
             rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
                          "samples_per_s": b / seconds})
     return rows
+
+
+def bench_distributed(quick, devices, log=print):
+    """Rows of the distributed table: each of `DISTRIBUTED_WORKLOADS` with no strategy and on
+    1, 2, ... `devices` mirrored devices, at one global batch; `overhead` is the step time over
+    the no-strategy step's, measured in the same rounds."""
+    rows = []
+    replicas = tuple(n for n in REPLICAS if n < devices) + (devices,)
+    for name in DISTRIBUTED_WORKLOADS:
+        log(f"timing {name} with no strategy and on {', '.join(map(str, replicas))} replicas ...")
+        seconds = distributed_step_seconds(name, replicas, plan_steps(name),
+                                           rounds=2 if quick else PLAN[name][1])
+        for n, t in seconds.items():
+            rows.append({"workload": name, "replicas": n, "batch_size": DISTRIBUTED_BATCH,
+                         "ms_per_step": 1e3 * t, "samples_per_s": DISTRIBUTED_BATCH / t,
+                         "overhead": t / seconds[None]})
+    return rows
+
+
+def run_distributed_suite(devices, quick=False, log=print):
+    """`spec-impl bench --strategy mirrored --devices N`: the distributed table alone."""
+    start = time.perf_counter()
+    results = {"machine": machine_info("cpu"), "quick": quick,
+               "distributed": bench_distributed(quick, devices, log)}
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def format_distributed(results):
+    """The distributed table: ms/step, samples/s and overhead against no strategy."""
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, "
+             f"Keras {m['keras']}", "",
+             f"Distributed: the package's loop (function mode) under MirroredStrategy, global "
+             f"batch {DISTRIBUTED_BATCH}; overhead = step time / the no-strategy step's",
+             f"  {'workload':<16}{'replicas':>9}{'ms/step':>10}{'samples/s':>11}{'overhead':>10}"]
+    for r in results["distributed"]:
+        replicas = "none" if r["replicas"] is None else str(r["replicas"])
+        lines.append(f"  {r['workload']:<16}{replicas:>9}{r['ms_per_step']:>10.2f}"
+                     f"{r['samples_per_s']:>11.0f}{r['overhead']:>9.2f}x")
+    lines.append(f"\n(suite took {results['seconds']:.0f} s)")
+    return "\n".join(lines)
 
 
 def run_suite(quick=False, device="cpu", workloads=WORKLOADS, log=print):

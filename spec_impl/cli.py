@@ -5,7 +5,7 @@ import os
 import sys
 import tempfile
 
-from spec_impl._validation import MODES, POLICIES
+from spec_impl._validation import MODES, POLICIES, STRATEGIES
 
 
 def _import_tensorflow(verbose):
@@ -31,6 +31,9 @@ def _import_tensorflow(verbose):
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when the suite builds many steps
 
 
 def _positive_int(text):
@@ -59,8 +62,9 @@ def cmd_train(args):
             learning_rate=args.learning_rate, mode=args.mode, precision=args.precision,
             steps_per_execution=args.steps_per_execution, log_dir=args.log_dir,
             resume=args.resume, limit=args.limit, seed=args.seed, verbose=0 if args.quiet else 1,
-            recalibrate_bn=not args.no_recalibrate_bn)
-    except (ValueError, FileNotFoundError) as e:
+            recalibrate_bn=not args.no_recalibrate_bn, strategy=args.strategy,
+            devices=args.devices)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"spec-impl train: {e}", file=sys.stderr)
         return 2
     if not run.history:
@@ -76,6 +80,8 @@ def cmd_train(args):
 
 
 def cmd_bench(args):
+    if args.strategy != "default" or args.devices is not None:
+        return _bench_distributed(args)
     import tensorflow as tf
 
     from spec_impl.bench_suite import format_tables, plot, run_suite, write_json
@@ -94,6 +100,33 @@ def cmd_bench(args):
         plot(results, args.plot)
         print(f"plot: {args.plot}")
     return 0
+
+
+def _bench_distributed(args):
+    if args.strategy != "mirrored" or args.plot or args.device == "gpu":
+        print("spec-impl bench: the distributed table is `--strategy mirrored --devices N` "
+              f"(CPU, in one process, no --plot). Received: --strategy {args.strategy}",
+              file=sys.stderr)
+        return 2
+    from spec_impl.distribute import cpu_devices
+
+    devices = args.devices or 2
+    cpu_devices(devices)  # before anything initialises TensorFlow's devices
+    from spec_impl.bench_suite import format_distributed, run_distributed_suite, write_json
+
+    results = run_distributed_suite(devices, quick=args.quick,
+                                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_distributed(results))
+    if args.json:
+        write_json(results, args.json)
+        print(f"JSON: {args.json}")
+    return 0
+
+
+def _add_strategy_arguments(parser, default_help):
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default", help=default_help)
+    parser.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                        help="replicas of --strategy mirrored (GPUs, or N logical CPU devices)")
 
 
 def build_parser():
@@ -127,6 +160,7 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")
+    _add_strategy_arguments(p, "tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="time eager, tf.function, XLA and fit on this machine")
@@ -134,6 +168,7 @@ def build_parser():
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--plot", default=None, help="write a bar chart PNG here")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    _add_strategy_arguments(p, "mirrored: time the loop on 1, 2, ... --devices replicas instead")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -159,6 +159,24 @@ def check_created_in_scope(model, strategy):
             )
 
 
+def check_optimizer_scope(optimizer, strategy):
+    """Raise `ValueError` unless `optimizer` was created in `strategy.scope()`.
+
+    A Keras optimizer records the strategy current at its creation and creates its slots and
+    sums its gradients through it; one created outside the scope fails when its slots are built
+    (TensorFlow's `RuntimeError: Mixing different tf.distribute.Strategy objects`).
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    for opt in {id(optimizer): optimizer, id(inner): inner}.values():
+        recorded = getattr(opt, "_distribution_strategy", strategy)
+        if recorded is not strategy:
+            raise ValueError(
+                f"The optimizer {type(opt).__name__} was created outside the strategy's scope. "
+                f"Create it inside `with strategy.scope():`, or pass its name "
+                f"(optimizer={type(opt).__name__.lower()!r})."
+            )
+
+
 XLA_REFUSED = "XLA cannot read a variable that lives on another device"
 
 

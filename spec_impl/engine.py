@@ -18,7 +18,13 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from spec_impl._validation import MODES, check_positive_int
 from spec_impl.compile_utils import as_loss, relaxed_spec, resolve_metric
-from spec_impl.distribute import check_xla_devices, distribute_dataset, explicit, per_example_loss
+from spec_impl.distribute import (
+    check_optimizer_scope,
+    check_xla_devices,
+    distribute_dataset,
+    explicit,
+    per_example_loss,
+)
 from spec_impl.precision import needs_loss_scaling
 
 
@@ -89,6 +95,8 @@ class Trainer:
             self.per_example_loss = per_example_loss(self.loss_fn)
         with self.scope():  # optimizer slots and metric totals are replica-aware variables
             optimizer = keras.optimizers.get(optimizer)
+            if self.strategy is not None:
+                check_optimizer_scope(optimizer, self.strategy)
             if needs_loss_scaling(model) and not isinstance(optimizer,
                                                             keras.optimizers.LossScaleOptimizer):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

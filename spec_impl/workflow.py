@@ -4,12 +4,14 @@ Load the data, build the registry's model under a precision policy, train it wit
 loop (checkpoints, TensorBoard, resume), save it atomically, and evaluate it on the test split.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import keras
 
 from spec_impl.data import class_names, load_dataset
+from spec_impl.distribute import chief_path, explicit, make_strategy
 from spec_impl.evaluation import evaluate_classifier
 from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
@@ -39,7 +41,7 @@ class RunResult:
 def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/latest", epochs=5,
                        batch_size=32, learning_rate=1e-3, mode="function", precision="float32",
                        steps_per_execution=1, log_dir=None, resume=False, limit=None, seed=0,
-                       verbose=1, recalibrate_bn=True):
+                       verbose=1, recalibrate_bn=True, strategy="default", devices=None):
     """Train a registered classifier on an image dataset and evaluate it; `spec-impl train`.
 
     Args:
@@ -55,19 +57,27 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
             error, so that a finished run is never overwritten by accident).
         limit: use only the first `limit` training samples.
         seed: the seed of Keras, TensorFlow, NumPy and Python.
+        strategy: `"default"`, `"mirrored"` or `"multiworker"` (`spec_impl.make_strategy`; the
+            cluster from `TF_CONFIG`), or a `tf.distribute.Strategy`. The model is built in its
+            scope; on a multi-worker cluster only the chief writes into `out`.
+        devices: replicas of `"mirrored"`.
 
     Returns:
         A `RunResult`.
 
     Raises:
-        ValueError: an unknown model, dataset or precision, or checkpoints of an earlier run in
-            `out` without `resume`.
+        ValueError: an unknown model, dataset, precision or strategy, or checkpoints of an
+            earlier run in `out` without `resume`.
+        RuntimeError: more mirrored CPU devices than TensorFlow was initialised with.
         FileNotFoundError: a dataset file that does not exist.
     """
     valid = classifier_names()
     if model not in valid:
         raise ValueError(f"unknown model {model!r}. Valid models: {', '.join(valid)}")
     check_policy(precision)
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy, devices)
+    strategy = explicit(strategy)
     checkpoint_dir = os.path.join(out, "checkpoints")
     if not resume and os.path.exists(os.path.join(checkpoint_dir, "checkpoint")):
         raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "
@@ -78,16 +88,21 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
         x_train, y_train = x_train[:limit], y_train[:limit]
     keras.utils.set_random_seed(seed)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    with global_policy(precision):  # the model keeps its policy after the block
+    scope = contextlib.nullcontext() if strategy is None else strategy.scope()
+    with global_policy(precision), scope:  # the model keeps its policy after the block
         net = spec.build(spec.input_shape, num_classes)
+        optimizer = keras.optimizers.Adam(learning_rate)
     history = train(
         net, (x_train, y_train), loss=spec.training_loss(),
-        optimizer=keras.optimizers.Adam(learning_rate), epochs=epochs,
+        optimizer=optimizer, epochs=epochs,
         validation_data=(x_test, y_test), metrics=["accuracy"], mode=mode, log_dir=log_dir,
         checkpoint_dir=checkpoint_dir, batch_size=batch_size, verbose=verbose,
         recalibrate_bn=recalibrate_bn, steps_per_execution=steps_per_execution,
+        strategy=strategy,
     )
-    model_path = save_model_atomic(net, os.path.join(out, "model.keras"))
-    names = list(class_names(data))[:num_classes]
-    evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=out)
+    with chief_path(out, strategy) as folder:  # a non-chief worker's copy is removed
+        os.makedirs(folder, exist_ok=True)
+        model_path = save_model_atomic(net, os.path.join(folder, "model.keras"))
+        names = list(class_names(data))[:num_classes]
+        evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=folder)
     return RunResult(net, history, model_path, evaluation, checkpoint_dir)

@@ -87,3 +87,25 @@ def test_mixed_precision_and_several_steps_per_call(tmp_path):
 def test_bad_precision_or_steps_per_execution(flag, value, message, tmp_path):
     proc = run("--model", "mnist_mlp", "--out", str(tmp_path), flag, value)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_train_on_two_mirrored_devices(tmp_path):
+    proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "128", "--out", str(tmp_path),
+               "--strategy", "mirrored", "--devices", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "model.keras").stat().st_size > 0
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "--strategy", "default", "--devices", "2"), "`devices` applies to kind='mirrored' only"),
+    (("train", "--strategy", "multiworker"), "reads the cluster from the TF_CONFIG environment"),
+    (("bench", "--strategy", "multiworker"), "the distributed table is `--strategy mirrored"),
+])
+def test_strategy_errors(args, message, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run([sys.executable, "-m", "spec_impl", *args, *(
+        ("--out", str(tmp_path)) if args[0] == "train" else ())],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr

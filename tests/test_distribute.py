@@ -494,3 +494,10 @@ def test_a_worker_killed_mid_epoch_and_a_restart_from_the_checkpoint(tmp_path, w
         wait_all(processes, out)
     assert_chief_result(out, worker_reference)
     assert list(restart_scratch.glob("spec_impl-worker-*")) == []
+
+
+def test_optimizer_created_outside_the_scope_is_refused(strategies):
+    with pytest.raises(ValueError, match="The optimizer SGD was created outside the strategy's "
+                                         "scope. Create it inside `with strategy.scope\\(\\):`"):
+        train(make("mnist_mlp", strategies[2]), digits(BATCH), loss="sparse_categorical_crossentropy",
+              optimizer=keras.optimizers.SGD(), verbose=0, strategy=strategies[2])
