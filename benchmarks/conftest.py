@@ -20,3 +20,12 @@ def record(benchmark, *, steps, batch_size, flops, peak):
         return
     figures = rates(stats.median / steps, batch_size, flops, peak)
     benchmark.extra_info.update({k: v for k, v in figures.items() if v is not None})
+
+
+def pytest_configure(config):
+    """The `distributed:<model>` group needs 4 logical CPU devices, made before TensorFlow
+    initialises its devices (`spec-impl bench --strategy mirrored` makes its own)."""
+    from spec_impl.bench import REPLICAS
+    from spec_impl.distribute import cpu_devices
+
+    cpu_devices(max(REPLICAS))

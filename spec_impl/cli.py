@@ -74,7 +74,8 @@ def cmd_train(args):
     print(result["report"])
     print(f"test accuracy {result['accuracy']:.4f}  ROC AUC (ovr) {result['roc_auc_ovr']:.4f}  "
           f"ROC AUC (document 000) {result['roc_auc_document']:.4f}")
-    print(f"model: {run.model_path}; report and confusion matrix in {args.out}"
+    where = run.model_path or "written by the chief worker"
+    print(f"model: {where}; report and confusion matrix in {args.out}"
           + (f"; TensorBoard: tensorboard --logdir {args.log_dir}" if args.log_dir else ""))
     return 0
 

@@ -26,7 +26,7 @@ class RunResult:
     Attributes:
         model: the trained Keras model.
         history: the engine's `History` (empty when a resumed run had nothing left to train).
-        model_path: where the `.keras` file was written.
+        model_path: where the `.keras` file was written (`None` on a non-chief worker).
         evaluation: `evaluate_classifier`'s dict (`report`, `accuracy`, `roc_auc_ovr`, ...).
         checkpoint_dir: the run's checkpoint folder.
     """
@@ -105,4 +105,6 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
         model_path = save_model_atomic(net, os.path.join(folder, "model.keras"))
         names = list(class_names(data))[:num_classes]
         evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=folder)
+    if folder != out:
+        model_path = None  # this worker's copy is gone; the chief's is in `out`
     return RunResult(net, history, model_path, evaluation, checkpoint_dir)

@@ -260,13 +260,28 @@ def built_models():
 # Keras's GlobalMaxPooling2D refuses a batch of 0 ("Cannot compute the max of an empty tensor");
 # the two CNNs that pool with it (document 000's choice) inherit that.
 MAX_POOLED = ("sequential_cnn", "functional_cnn")
+EMPTY_CONV_ERROR = "Incompatible shapes: [0,"
+
+
+def conv_keeps_input_channels_on_an_empty_batch():
+    """On some CPUs (measured on an Intel Xeon; not on an AMD EPYC) TensorFlow's CPU `Conv2D`
+    returns an empty batch with the *input's* channels, so Keras's bias add then refuses it."""
+    import tensorflow as tf
+
+    return tf.nn.conv2d(tf.zeros((0, 4, 4, 3)), tf.zeros((1, 1, 3, 8)), 1, "SAME").shape[-1] != 8
+
+
+def has_conv(model):
+    return any(isinstance(layer, keras.layers.Conv2D) for layer in model._flatten_layers())
 
 
 @pytest.mark.parametrize("name", MAX_POOLED)
 def test_keras_global_max_pooling_refuses_an_empty_batch(name, built_models):
     import tensorflow as tf
 
-    with raises(tf.errors.InvalidArgumentError, "Cannot compute the max of an empty tensor"):
+    message = (EMPTY_CONV_ERROR if conv_keeps_input_channels_on_an_empty_batch()
+               else "Cannot compute the max of an empty tensor")
+    with raises(tf.errors.InvalidArgumentError, message):
         built_models[name](np.zeros((0, *MODELS[name].input_shape), F32))
 
 
@@ -283,6 +298,12 @@ def test_models_take_mistaken_values_like_float32(name, kind, built_models):
     if kind == "nan":
         first = keras.tree.flatten(spoiled)[0]
         first[0] = np.nan
+    if kind == "empty" and has_conv(model) and conv_keeps_input_channels_on_an_empty_batch():
+        import tensorflow as tf
+
+        with raises(tf.errors.InvalidArgumentError, EMPTY_CONV_ERROR):
+            model(spoiled, training=False)
+        return
     got = keras.tree.flatten(model(spoiled, training=False))
     want = keras.tree.flatten(model(clean, training=False))
     for a, b in zip(got, want):

@@ -66,15 +66,16 @@ def main():
     from spec_impl.distribute import chief_path, is_chief
 
     strategy = make_strategy("multiworker")
-    with strategy.scope():
+    with strategy.scope():  # the model and its optimizer
         model = build()
+        settings = fit_settings()
     task = json.loads(os.environ["TF_CONFIG"])["task"]
     marker = os.path.join(args.out, f"paused-{task['type']}-{task['index']}")
     pause = args.pause_at is not None and task["index"] == 1
     callbacks = [Pause(args.pause_at, marker)] if pause else []
     history = train(model, data(), strategy=strategy, log_dir=os.path.join(args.out, "logs"),
                     checkpoint_dir=os.path.join(args.out, "checkpoints"),
-                    checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **fit_settings())
+                    checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **settings)
     with chief_path(os.path.join(args.out, "model.keras"), strategy) as path:
         save_model_atomic(model, path)
     if is_chief(strategy):

@@ -99,7 +99,9 @@ def make(case, strategy):
 def run_loop(case, strategy, n=N_UNEVEN, **kwargs):
     _, data, loss, metrics, lr = CASES[case]
     model = make(case, strategy)
-    history = train(model, data(n), loss=loss, optimizer=keras.optimizers.SGD(lr), metrics=metrics,
+    with scope(strategy):  # a Keras optimizer belongs to the strategy current at its creation
+        optimizer = keras.optimizers.SGD(lr)
+    history = train(model, data(n), loss=loss, optimizer=optimizer, metrics=metrics,
                     epochs=EPOCHS, batch_size=BATCH, verbose=0, strategy=strategy, **kwargs)
     return model, history
 
@@ -373,8 +375,9 @@ def test_mixed_precision_under_a_strategy(strategies):
         with global_policy("mixed_float16"), scope(strategy):
             keras.utils.set_random_seed(3)
             model = get_mnist_model(64, 10, dropout=0)
+            optimizer = keras.optimizers.SGD(0.1)
         runs.append(train(model, digits(N_UNEVEN), loss="sparse_categorical_crossentropy",
-                          optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
+                          optimizer=optimizer, epochs=EPOCHS, batch_size=BATCH,
                           verbose=0, strategy=strategy))
     assert isinstance(runs[1].trainer.optimizer, keras.optimizers.LossScaleOptimizer)
     # float16 sums in another order: agreement to float16's resolution, not float32's
