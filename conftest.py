@@ -78,6 +78,21 @@ def graphviz():
     _require_tool("dot")
 
 
+def require_module(name):
+    """Skip (or, under CI, fail) unless the optional Python package `name` is installed."""
+    from importlib.util import find_spec
+
+    if find_spec(name) is not None:
+        return
+    reason = f"the optional package {name} is not installed; install it with: {OPTIONAL_MODULES[name]}"
+    if os.environ.get("SPEC_IMPL_REQUIRE_TOOLS"):
+        pytest.fail(f"SPEC_IMPL_REQUIRE_TOOLS is set and {reason}")
+    pytest.skip(reason)
+
+
+OPTIONAL_MODULES = {"tf_keras": 'pip install -e ".[legacy]"'}
+
+
 def _require_tool(name):
     if shutil.which(name):
         return

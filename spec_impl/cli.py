@@ -124,6 +124,18 @@ def _bench_distributed(args):
     return 0
 
 
+def cmd_idioms(args):
+    from spec_impl.bench_suite import write_json
+    from spec_impl.idioms import format_matrix, matrix
+
+    result = matrix()
+    print(format_matrix(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"JSON: {args.json}")
+    return 0
+
+
 def _add_strategy_arguments(parser, default_help):
     parser.add_argument("--strategy", choices=STRATEGIES, default="default", help=default_help)
     parser.add_argument("--devices", type=_positive_int, default=None, metavar="N",
@@ -171,6 +183,10 @@ def build_parser():
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     _add_strategy_arguments(p, "mirrored: time the loop on 1, 2, ... --devices replicas instead")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("idioms", help="the documents' Keras-2 idioms run on Keras 3 and on tf-keras")
+    p.add_argument("--json", default=None, help="write the matrix to this JSON file")
+    p.set_defaults(func=cmd_idioms)
     return parser
 
 
