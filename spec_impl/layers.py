@@ -1,5 +1,5 @@
 """Custom layers of document 003: Lambda / Exponential, MyDense, MyMultiLayer,
-MyGaussianNoise and ResidualBlock."""
+MyGaussianNoise and ResidualBlock; and the chapter's exercise, LayerNormalization."""
 
 import keras
 from keras import layers, ops
@@ -8,6 +8,7 @@ from spec_impl._base import BuildByCallMixin, inner
 from spec_impl._validation import check_input_shape, check_positive_int
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
+LAYER_NORM_EPSILON = 1e-3  # keras.layers.LayerNormalization's default
 
 # Document 003's weightless layer. A `.keras` file holding it is refused under the default
 # `safe_mode=True`, and even with `safe_mode=False` the reloaded lambda has lost its globals.
@@ -191,3 +192,44 @@ class ResidualBlock(BuildByCallMixin, layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_layers": self.n_layers, "n_neurons": self.n_neurons}
+
+
+@serializable
+class LayerNormalization(layers.Layer):
+    """Layer normalization written by hand (the chapter's exercise), equal to
+    `keras.layers.LayerNormalization()` with its defaults.
+
+    Each sample is normalized over its last axis: `alpha * (x - mean) / sqrt(variance + epsilon)
+    + beta`, with `alpha` (ones) and `beta` (zeros) of the last axis's size, trainable.
+
+    Args:
+        epsilon: added to the variance; Keras's default, 1e-3.
+
+    Input shape:
+        any, `(batch, ..., features)`.
+
+    Output shape:
+        the input's.
+    """
+
+    def __init__(self, epsilon=LAYER_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        if not epsilon > 0:
+            raise ValueError(f"Expected a positive `epsilon`. Received: epsilon={epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=input_shape[-1:], initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=input_shape[-1:], initializer="zeros")
+
+    def call(self, inputs):
+        # The statistics in float32 under a mixed policy, as Keras's LayerNormalization does.
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.var(x, axis=-1, keepdims=True)
+        alpha, beta = ops.cast(self.alpha, "float32"), ops.cast(self.beta, "float32")
+        outputs = alpha * (x - mean) / ops.sqrt(variance + self.epsilon) + beta
+        return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}

@@ -1,4 +1,5 @@
-"""Streaming metrics: `HuberMetric` (document 003) and `RootMeanSquaredError` (document 002)."""
+"""Streaming metrics: `HuberMetric` and `HuberMeanMetric` (document 003), `RootMeanSquaredError`
+(document 002)."""
 
 import keras
 from keras import ops
@@ -34,6 +35,31 @@ class HuberMetric(keras.metrics.Metric):
 
     def result(self):
         return ops.divide_no_nan(self.total, self.count)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+@serializable
+class HuberMeanMetric(keras.metrics.Mean):
+    """The Huber loss averaged as `keras.metrics.Mean` averages: the chapter's simpler version.
+
+    `Mean` keeps the running total and count and applies `sample_weight` (one weight per
+    sample), so it works as a `compile(weighted_metrics=[...])` entry. Each sample contributes
+    its Huber loss averaged over its last axis, as a Keras loss does.
+
+    Args:
+        threshold: the Huber threshold; positive.
+        **kwargs: `name`, `dtype`.
+    """
+
+    def __init__(self, threshold=DEFAULT_THRESHOLD, name="huber_mean", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = _check_threshold(threshold)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        per_sample = ops.mean(_huber(y_true, y_pred, self.threshold), axis=-1)
+        return super().update_state(per_sample, sample_weight=sample_weight)
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
