@@ -10,13 +10,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from spec_impl import LossHistory, load_dataset, train
 from spec_impl.checkpointing import TrainingCheckpoint
 from spec_impl.compile_utils import as_dataset, resolve_metric
 from spec_impl.engine import MODES, Trainer
-from spec_impl.testing import assert_allclose
+from spec_impl.testing import assert_allclose, read_scalars
 
 N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
@@ -78,23 +77,14 @@ def test_loss_includes_model_losses(digits):
     assert_allclose(trainer.test_step(x[:BATCH], y[:BATCH]), expected, rtol=1e-5)
 
 
-def _scalars(folder):
-    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    acc.Reload()
-    scalars = {}
-    for tag in acc.Tags()["tensors"]:
-        events = acc.Tensors(tag)
-        if tf.make_ndarray(events[0].tensor_proto).dtype.kind == "f":  # not the model config
-            scalars[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events]
-    return scalars
 
 
 def test_tensorboard_scalars_per_batch_and_epoch(digits, tmp_path):
     epochs = 2
     history = quiet_train(mlp(), digits[0], epochs=epochs, validation_data=digits[1],
                           metrics=["accuracy"], log_dir=str(tmp_path))
-    train_scalars = _scalars(tmp_path / "train")
-    val_scalars = _scalars(tmp_path / "validation")
+    train_scalars = read_scalars(tmp_path / "train")
+    val_scalars = read_scalars(tmp_path / "validation")
     tags = {"batch_loss", "batch_accuracy", "epoch_loss", "epoch_accuracy"}
     assert set(train_scalars) == tags and set(val_scalars) == tags
     assert [s for s, _ in train_scalars["batch_loss"]] == list(range(1, epochs * STEPS + 1))
@@ -184,8 +174,8 @@ def test_model_checkpoint_keeps_only_improvements(digits, tmp_path):
 def test_keras_tensorboard_callback_works_with_train(digits, tmp_path):
     quiet_train(mlp(), digits[0], epochs=2, validation_data=digits[1],
                 callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path))])
-    assert [s for s, _ in _scalars(tmp_path / "train")["epoch_loss"]] == [0, 1]
-    assert [s for s, _ in _scalars(tmp_path / "validation")["epoch_loss"]] == [0, 1]
+    assert [s for s, _ in read_scalars(tmp_path / "train")["epoch_loss"]] == [0, 1]
+    assert [s for s, _ in read_scalars(tmp_path / "validation")["epoch_loss"]] == [0, 1]
 
 
 def test_loss_history_writes_one_png_per_epoch_in_both_loops(digits, tmp_path):
