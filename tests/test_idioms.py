@@ -7,6 +7,7 @@ import pytest
 
 from conftest import require_module
 from spec_impl.idioms import IDIOMS, describe, format_matrix, run_idiom, run_legacy
+from spec_impl.testing import conv_keeps_input_channels_on_an_empty_batch
 
 # name -> (Keras 3, tf-keras): ("raises", exception type, words of its first line) or
 # ("returns", the result). The empty-batch build call depends on the CPU (see below).
@@ -49,8 +50,6 @@ ZERO_BATCH_BUILT = (("returns", [[0, 10], 4]), ("returns", [[0, 10], 4]))
 
 def expected(name, side):
     if name == "zero_batch_build_call":
-        from test_bad_input import conv_keeps_input_channels_on_an_empty_batch
-
         cells = ZERO_BATCH_REFUSED if conv_keeps_input_channels_on_an_empty_batch() else ZERO_BATCH_BUILT
         return cells[side]
     return EXPECTED[name][side]
