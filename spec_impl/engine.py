@@ -149,7 +149,7 @@ class Trainer:
         self.train_loss.update_state(loss, sample_weight=_batch_size(x))
         for metric in self.train_metrics:
             metric.update_state(y, predictions)
-        return loss
+        return self._nan_unless_finite(loss, gradients)
 
     def _test_step(self, x, y):
         predictions = self.model(x, training=False)
@@ -201,7 +201,19 @@ class Trainer:
         self.train_loss.update_state(mean, sample_weight=local)
         for metric in self.train_metrics:
             metric.update_state(y, predictions)
-        return loss
+        return self._nan_unless_finite(loss, gradients)
+
+    def _nan_unless_finite(self, loss, gradients):
+        """The step's loss, or NaN when a gradient is not finite, so that the finiteness check
+        stops the run either way. A finite loss can hide NaN gradients: on some CPUs a fused
+        matmul + ReLU maps a NaN input to 0, so the loss stays finite while the first layer's
+        weights become NaN. Under loss scaling non-finite gradients are expected (the optimizer
+        skips that step and lowers the scale), so only the loss is checked."""
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            return loss
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients
+                                if g is not None])
+        return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
 
     def _replica_test_step(self, x, y):
         predictions = self.model(x, training=False)

@@ -71,8 +71,9 @@ def train(model, train_data, *, loss, optimizer, epochs=1, validation_data=None,
     Raises:
         ValueError: a bad `mode` or `steps_per_execution`, data the model cannot take, labels
             out of range, or a model built outside `strategy`'s scope (before the first step).
-        FloatingPointError: a non-finite loss (checked inside the compiled call); no checkpoint
-            is written after it.
+        FloatingPointError: a non-finite loss or gradient (checked inside the compiled call; a
+            step with a non-finite gradient reports its loss as nan); no checkpoint is written
+            after it.
     """
     strategy = explicit(strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folders are removed at the end

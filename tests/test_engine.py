@@ -293,3 +293,26 @@ def test_killed_run_resumes_to_the_same_weights(k, kill_at, tmp_path):
         assert_allclose(b[key], a[key], atol=0, rtol=0)
     # Only the epochs run in the resumed process are in its history; they match exactly.
     assert_allclose(b["loss"], a["loss"][1:], atol=0, rtol=0)
+
+
+def root_mean_square(y_true, y_pred):
+    """Finite (0) where the prediction is exact, with a NaN gradient there (sqrt' at 0 x 0)."""
+    return tf.sqrt(tf.reduce_mean(tf.square(y_true - y_pred)))
+
+
+def test_a_finite_loss_with_nan_gradients_stops_too():
+    x, y = np.zeros((8, 3), "float32"), np.zeros((8, 1), "float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 1: "):
+        train(model, (x, y), loss=root_mean_square, optimizer="sgd", batch_size=4, verbose=0)
+    # Keras's TerminateOnNaN reads the loss only: the step with the NaN gradients reports 0, and
+    # fit stops one step later, when the NaN weights make the loss NaN.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", root_mean_square)
+    batches = []
+    seen = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batches.append((batch, float(logs["loss"]))))
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[seen, keras.callbacks.TerminateOnNaN()])
+    assert batches[0] == (0, 0.0) and batches[1][0] == 1 and np.isnan(batches[1][1])
+    assert len(batches) == 2 and np.isnan(model.get_weights()[0]).all()
