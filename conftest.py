@@ -84,10 +84,8 @@ def require_module(name):
 
     if find_spec(name) is not None:
         return
-    reason = f"the optional package {name} is not installed; install it with: {OPTIONAL_MODULES[name]}"
-    if os.environ.get("SPEC_IMPL_REQUIRE_TOOLS"):
-        pytest.fail(f"SPEC_IMPL_REQUIRE_TOOLS is set and {reason}")
-    pytest.skip(reason)
+    _skip_or_fail(f"the optional package {name} is not installed; install it with: "
+                  f"{OPTIONAL_MODULES[name]}")
 
 
 OPTIONAL_MODULES = {"tf_keras": 'pip install -e ".[legacy]"'}
@@ -96,7 +94,11 @@ OPTIONAL_MODULES = {"tf_keras": 'pip install -e ".[legacy]"'}
 def _require_tool(name):
     if shutil.which(name):
         return
-    reason = f"`{name}` is not on PATH; install it with: {SYSTEM_TOOLS[name]}"
+    _skip_or_fail(f"`{name}` is not on PATH; install it with: {SYSTEM_TOOLS[name]}")
+
+
+def _skip_or_fail(reason):
+    """Skip with `reason`, or fail under SPEC_IMPL_REQUIRE_TOOLS (CI installs everything)."""
     if os.environ.get("SPEC_IMPL_REQUIRE_TOOLS"):
         pytest.fail(f"SPEC_IMPL_REQUIRE_TOOLS is set and {reason}")
     pytest.skip(reason)

@@ -62,8 +62,8 @@ def check(outcome, want):
         assert outcome["raised"].startswith(f"{kind}: ") and words in outcome["raised"], outcome["raised"]
     else:
         assert outcome["raised"] is None, outcome["raised"]
-        assert outcome["result"] == pytest.approx(want[1]) if isinstance(want[1], float) else \
-            outcome["result"] == want[1]
+        assert outcome["result"] == (pytest.approx(want[1]) if isinstance(want[1], float)
+                                     else want[1])
 
 
 def test_every_idiom_is_pinned():
