@@ -35,7 +35,7 @@ def pytest_sessionstart(session):
     """Split the CPU into `$SPEC_IMPL_CPU_DEVICES` logical devices before TensorFlow starts."""
     count = os.environ.get(CPU_DEVICES_VARIABLE)
     if count:
-        from spec_impl.distribute import cpu_devices
+        from spec_impl.trainer.distribute import cpu_devices
 
         cpu_devices(int(count))
 

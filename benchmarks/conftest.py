@@ -26,6 +26,6 @@ def pytest_configure(config):
     """The `distributed:<model>` group needs 4 logical CPU devices, made before TensorFlow
     initialises its devices (`spec-impl bench --strategy mirrored` makes its own)."""
     from spec_impl.bench import REPLICAS
-    from spec_impl.distribute import cpu_devices
+    from spec_impl.trainer.distribute import cpu_devices
 
     cpu_devices(max(REPLICAS))

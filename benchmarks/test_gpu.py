@@ -20,8 +20,8 @@ def test_mini_inception_on_gpu(benchmark, policy):
         with tf.device("/GPU:0"):
             workload = build_workload("mini_inception", GPU_MIXED_BATCH)
             trainer = make_trainer(workload, "function")
-            float(trainer.train_step(workload.x, workload.y))
-            benchmark.pedantic(lambda: float(trainer.train_step(workload.x, workload.y)),
+            float(trainer.train_step((workload.x, workload.y)))
+            benchmark.pedantic(lambda: float(trainer.train_step((workload.x, workload.y))),
                                rounds=10, warmup_rounds=2)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -1,5 +1,5 @@
 """The custom loop's step over a `tf.data` pipeline with TensorFlow's autotuning on (the default)
-and off (what `spec_impl.compile_utils.as_dataset` and the benchmark datasets use), beside the step on
+and off (what `spec_impl.trainer.data.as_dataset` and the benchmark datasets use), beside the step on
 one fixed batch.
 
 On a 2-core CPU, with autotuning on, MiniInception's loop step stalled at about 1.2-1.7x the

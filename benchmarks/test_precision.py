@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.conftest import record
 from spec_impl.bench import build_workload, make_trainer, plan_steps, same_batch_runner, tracing_count
-from spec_impl.precision import global_policy
+from spec_impl.trainer.precision import global_policy
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
@@ -16,7 +16,7 @@ def test_mini_inception_precision(benchmark, policy, peak):
     with global_policy(policy):
         workload = build_workload("mini_inception")
     trainer = make_trainer(workload, "function")
-    float(trainer.train_step(workload.x, workload.y))  # tracing, untimed
+    float(trainer.train_step((workload.x, workload.y)))  # tracing, untimed
     benchmark.pedantic(same_batch_runner(trainer, workload, steps), rounds=3, warmup_rounds=1)
     assert tracing_count(trainer) == 1
     assert workload.model.conv_block.conv.compute_dtype == policy.replace("mixed_", "")

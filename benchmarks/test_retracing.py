@@ -40,7 +40,7 @@ def test_first_call(benchmark, name, mode):
 
     def first_call():
         trainer = make_trainer(workload, mode)
-        float(trainer.train_step(workload.x, workload.y))
+        float(trainer.train_step((workload.x, workload.y)))
         return trainer
 
     trainer = benchmark.pedantic(first_call, rounds=1, warmup_rounds=0)

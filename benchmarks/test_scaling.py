@@ -21,7 +21,7 @@ def test_scaling(benchmark, name, batch_size, peak):
     benchmark.group = f"scaling:{name}"
     workload = build_workload(name, batch_size)
     trainer = make_trainer(workload, "function")
-    float(trainer.train_step(workload.x, workload.y))
+    float(trainer.train_step((workload.x, workload.y)))
     benchmark.pedantic(loop_runner(trainer, workload.dataset(plan_steps(name))), rounds=3,
                        warmup_rounds=1)
     assert tracing_count(trainer) == 1

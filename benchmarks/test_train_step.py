@@ -41,7 +41,7 @@ def test_train_step(benchmark, name, mode, peak):
         benchmark.pedantic(fit, rounds=3, warmup_rounds=0)
     else:
         trainer = make_trainer(workload, "function" if runner == "loop" else runner, k)
-        float(trainer.train_step(workload.x, workload.y))  # tracing / XLA compile, untimed
+        float(trainer.train_step((workload.x, workload.y)))  # tracing / XLA compile, untimed
         traces = tracing_count(trainer)
         run = (loop_runner(trainer, dataset) if runner == "loop"
                else same_batch_runner(trainer, workload, steps))

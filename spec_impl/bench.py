@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.compile_utils import untuned_options
-from spec_impl.engine import MODES, Trainer, calls_per_epoch  # noqa: F401  (MODES: for the benchmarks)
+from spec_impl._validation import MODES  # noqa: F401  (for the benchmarks)
+from spec_impl.trainer.data import calls_per_epoch, untuned_options
+from spec_impl.trainer.engine import Trainer
 
 # Models of the registry (`spec_impl.registry.MODELS`) that the suite times, at these batch sizes.
 WORKLOADS = ("residual_regressor", "mnist_mlp", "sequential_cnn", "mini_inception",
@@ -63,7 +64,7 @@ class Workload:
         rep = lambda t: tf.concat([t] * steps, axis=0)  # noqa: E731  (a one-line helper)
         return tf.data.Dataset.from_tensor_slices(
             (tf.nest.map_structure(rep, self.x), tf.nest.map_structure(rep, self.y))
-        ).batch(self.batch_size).with_options(untuned_options())  # see compile_utils.as_dataset
+        ).batch(self.batch_size).with_options(untuned_options())  # see trainer.data.untuned_options
 
     def element_spec(self):
         return self.dataset(1).element_spec
@@ -118,17 +119,14 @@ def make_trainer(workload, mode, steps_per_execution=1, strategy=None):
     with contextlib.nullcontext() if strategy is None else strategy.scope():
         optimizer = keras.optimizers.Adam(1e-4)
     trainer = Trainer(workload.model, loss=workload.loss, optimizer=optimizer, mode=mode,
-                      element_spec=workload.element_spec(),
                       steps_per_execution=steps_per_execution, strategy=strategy)
-    with trainer.scope():
-        trainer.optimizer.build(workload.model.trainable_variables)
-    return trainer
+    return trainer.build(workload.element_spec())
 
 
 def distributed_trainer(name, replicas=None):
     """`(workload, trainer)` of `name` at the global batch `DISTRIBUTED_BATCH`, in function mode,
     under `MirroredStrategy` on `replicas` devices (`None`: no strategy)."""
-    from spec_impl.distribute import make_strategy
+    from spec_impl.trainer.distribute import make_strategy
 
     strategy = None if replicas is None else make_strategy("mirrored", replicas)
     with contextlib.nullcontext() if strategy is None else strategy.scope():
@@ -171,7 +169,7 @@ def step_flops(trainer, workload):
 
     specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
                                   (workload.x, workload.y))
-    graph = tf.function(trainer._train_step).get_concrete_function(*specs).graph
+    graph = tf.function(trainer._train_step).get_concrete_function(specs).graph
     options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
     with deprecation.silence():  # the TF1 profiler warns of its own TF1 helpers
         return int(profile(graph, options=options).total_float_ops)
@@ -190,7 +188,7 @@ def same_batch_runner(trainer, workload, steps):
     """A callable running the train step `steps` times on the workload's one fixed batch."""
     def run():
         for _ in range(steps):
-            float(trainer.train_step(workload.x, workload.y))  # float(): wait for the step
+            float(trainer.train_step((workload.x, workload.y)))  # float(): wait for the step
 
     return run
 
@@ -204,7 +202,7 @@ def loop_runner(trainer, dataset):
         iterator = trainer.iterator(dataset)  # distributed under a strategy
         for _ in range(calls):
             trainer.train_function(iterator)
-        float(trainer.train_loss.result())  # wait for the last step
+        float(trainer.last_loss.numpy())  # wait for the last step
 
     return run
 

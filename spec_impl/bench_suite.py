@@ -37,7 +37,7 @@ from spec_impl.bench import (
     timed,
     tracing_count,
 )
-from spec_impl.precision import global_policy
+from spec_impl.trainer.precision import global_policy
 
 
 def _rounds(name, quick):
@@ -56,7 +56,7 @@ def bench_train_steps(name, quick, peak, batch_size=None, modes=MODES,
     flops = None
     for mode in modes:
         trainer = make_trainer(workload, mode)
-        first = timed(lambda t=trainer: float(t.train_step(workload.x, workload.y)))
+        first = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))))
         traces = tracing_count(trainer)
         seconds = step_seconds(trainer, workload, steps, rounds, warmup=1)
         if flops is None:

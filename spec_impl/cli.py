@@ -67,7 +67,7 @@ def cmd_train(args):
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"spec-impl train: {e}", file=sys.stderr)
         return 2
-    if not run.history:
+    if not run.history.history:
         print(f"Nothing to train: the checkpoints in {run.checkpoint_dir} already reach "
               f"--epochs {args.epochs}; evaluated the restored model.")
     result = run.evaluation
@@ -109,7 +109,7 @@ def _bench_distributed(args):
               f"(CPU, in one process, no --plot). Received: --strategy {args.strategy}",
               file=sys.stderr)
         return 2
-    from spec_impl.distribute import cpu_devices
+    from spec_impl.trainer.distribute import cpu_devices
 
     devices = args.devices or 2
     cpu_devices(devices)  # before anything initialises TensorFlow's devices

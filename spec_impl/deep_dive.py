@@ -10,7 +10,7 @@ from keras import layers
 
 from spec_impl._base import inner, outer
 from spec_impl._validation import check_positive_int
-from spec_impl.precision import output_dtype
+from spec_impl.trainer.precision import output_dtype
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
 

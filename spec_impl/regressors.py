@@ -7,7 +7,7 @@ from keras import layers, ops
 from spec_impl._base import BuildByCallMixin, inner, outer
 from spec_impl._validation import check_input_shape, check_positive_int
 from spec_impl.layers import ResidualBlock
-from spec_impl.precision import output_dtype
+from spec_impl.trainer.precision import output_dtype
 
 serializable = keras.saving.register_keras_serializable(package="spec_impl")
 RECONSTRUCTION_WEIGHT = 0.05  # document 003

@@ -180,7 +180,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     """
     import keras
 
-    from spec_impl.precision import global_policy
+    from spec_impl.trainer.precision import global_policy
 
     compute = keras.DTypePolicy(policy).compute_dtype
     if _takes_dtype(make):

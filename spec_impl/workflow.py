@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import keras
 
 from spec_impl.data import class_names, load_dataset
-from spec_impl.distribute import chief_path, explicit, make_strategy
 from spec_impl.evaluation import evaluate_classifier
-from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
 from spec_impl.saving import save_model_atomic
-from spec_impl.training import train
+from spec_impl.trainer.distribute import chief_path, explicit, make_strategy
+from spec_impl.trainer.loop import train
+from spec_impl.trainer.precision import check_policy, global_policy
 
 
 @dataclass
@@ -25,14 +25,15 @@ class RunResult:
 
     Attributes:
         model: the trained Keras model.
-        history: the engine's `History` (empty when a resumed run had nothing left to train).
+        history: the `keras.callbacks.History` that `train` returned (`history.history` is
+            empty when a resumed run had nothing left to train).
         model_path: where the `.keras` file was written (`None` on a non-chief worker).
         evaluation: `evaluate_classifier`'s dict (`report`, `accuracy`, `roc_auc_ovr`, ...).
         checkpoint_dir: the run's checkpoint folder.
     """
 
     model: keras.Model
-    history: dict
+    history: keras.callbacks.History
     model_path: str
     evaluation: dict
     checkpoint_dir: str
@@ -92,8 +93,10 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     with global_policy(precision), scope:  # the model keeps its policy after the block
         net = spec.build(spec.input_shape, num_classes)
         optimizer = keras.optimizers.Adam(learning_rate)
+    # shuffle=False: a fixed batch order, so that a run resumed mid-epoch equals an
+    # uninterrupted one.
     history = train(
-        net, (x_train, y_train), loss=spec.training_loss(),
+        net, x_train, y_train, shuffle=False, loss=spec.training_loss(),
         optimizer=optimizer, epochs=epochs,
         validation_data=(x_test, y_test), metrics=["accuracy"], mode=mode, log_dir=log_dir,
         checkpoint_dir=checkpoint_dir, batch_size=batch_size, verbose=verbose,

@@ -24,7 +24,7 @@ def test_mlp_step_flops_from_the_graph_match_the_matmuls():
 def test_workload_steps_without_retracing(name):
     workload = build_workload(name)
     trainer = make_trainer(workload, "function")
-    losses = [float(trainer.train_step(workload.x, workload.y)) for _ in range(3)]
+    losses = [float(trainer.train_step((workload.x, workload.y))) for _ in range(3)]
     assert tracing_count(trainer) == 1
     assert all(np.isfinite(losses))
     dataset = workload.dataset(2)

@@ -2,6 +2,7 @@
 checkpoint / resume, and the checks before the first step."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from spec_impl import LossHistory, load_dataset, train
-from spec_impl.checkpointing import TrainingCheckpoint
-from spec_impl.compile_utils import as_dataset, resolve_metric
-from spec_impl.engine import MODES, Trainer
+from spec_impl._validation import MODES
 from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl.trainer.checkpointing import TrainingCheckpoint
+from spec_impl.trainer.engine import Trainer
 
 N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
@@ -35,11 +36,13 @@ def mlp(seed=0):
 
 
 def quiet_train(model, data, **kwargs):
+    """`train` on an `(x, y)` pair in a fixed order, as `fit(shuffle=False)`."""
     kwargs.setdefault("loss", "sparse_categorical_crossentropy")
     kwargs.setdefault("optimizer", keras.optimizers.Adam(1e-2))
     kwargs.setdefault("verbose", 0)
     kwargs.setdefault("batch_size", BATCH)
-    return train(model, data, **kwargs)
+    kwargs.setdefault("shuffle", False)
+    return train(model, *data, **kwargs).history
 
 
 def test_unknown_mode_lists_the_three(digits):
@@ -58,8 +61,8 @@ def test_history_has_one_value_per_epoch_and_learns(digits):
 def test_step_functions_trace_once_across_epochs_and_a_partial_batch(digits):
     # The traced signature has a free batch axis, so the partial last batch (4 of 32) does not
     # add a trace: exactly one trace per step function after three epochs.
-    history = quiet_train(mlp(), digits[0], epochs=3, validation_data=digits[1])
-    trainer = history.trainer
+    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="adam")
+    trainer.fit(*digits[0], epochs=3, validation_data=digits[1], verbose=0, shuffle=False)
     assert trainer.train_step.experimental_get_tracing_count() == 1
     assert trainer.test_step.experimental_get_tracing_count() == 1
 
@@ -68,13 +71,11 @@ def test_loss_includes_model_losses(digits):
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(
         10, activation="softmax", kernel_regularizer=keras.regularizers.L2(1.0))])
     x, y = digits[0]
-    trainer = Trainer(model, loss="sparse_categorical_crossentropy", optimizer="sgd",
-                      element_spec=as_dataset((x, y), BATCH).element_spec)
+    trainer = Trainer(model, loss="sparse_categorical_crossentropy", optimizer="sgd")
     model(x[:BATCH])
     expected = (keras.losses.SparseCategoricalCrossentropy()(y[:BATCH], model(x[:BATCH]))
                 + tf.add_n(model.losses))
-    trainer.optimizer.build(model.trainable_variables)
-    assert_allclose(trainer.test_step(x[:BATCH], y[:BATCH]), expected, rtol=1e-5)
+    assert_allclose(trainer.test_step((x[:BATCH], y[:BATCH])), expected, rtol=1e-5)
 
 
 
@@ -98,10 +99,26 @@ def test_tensorboard_scalars_per_batch_and_epoch(digits, tmp_path):
     assert [s for s, _ in val_scalars["batch_loss"]] == list(range(1, epochs * val_steps + 1))
 
 
-def test_progress_bar_when_verbose(digits, capsys):
-    quiet_train(mlp(), digits[0], epochs=1, verbose=1, validation_data=digits[1])
-    out = capsys.readouterr().out
-    assert "Epoch 1/1" in out and f"{STEPS}/{STEPS}" in out and "val_loss" in out
+def _bar_text(out):
+    """The progress bar's last state per line: what a terminal shows after the carriage
+    returns and backspaces of Keras's `Progbar`, without colours or timings."""
+    lines = [line.split("\r")[-1] for line in out.split("\n")]
+    plain = [re.sub(r"\x1b\[[0-9;]*m|\x08", "", line) for line in lines]
+    return [re.sub(r" \d+m?s \d+m?s/step", "", line) for line in plain]
+
+
+def test_progress_bar_is_fits(digits, capsys):
+    # The bar is Keras's ProgbarLogger: the lines fit prints, the values of this run.
+    history = quiet_train(mlp(), digits[0], epochs=2, verbose=1, validation_data=digits[1])
+    ours = _bar_text(capsys.readouterr().out)
+    model = mlp()
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(*digits[0], epochs=2, verbose=1, validation_data=digits[1], batch_size=BATCH,
+              shuffle=False)
+    assert ours == _bar_text(capsys.readouterr().out)
+    assert ours[0] == "Epoch 1/2" and ours[1].startswith(f"{STEPS}/{STEPS} ")
+    assert ours[3].endswith(f"loss: {history['loss'][1]:.4f} - val_loss: "
+                            f"{history['val_loss'][1]:.4f}")
 
 
 def test_silent_when_verbose_zero(digits, capsys):
@@ -207,21 +224,13 @@ def test_labels_out_of_range_are_refused(digits):
         quiet_train(mlp(), (x, y))
 
 
-def test_bad_data_arguments():
-    with pytest.raises(ValueError, match=r"tf.data.Dataset or an \(x, y\) pair. Received: str"):
-        as_dataset("data.csv", 32)
+def test_bad_data_arguments(digits):
+    x, y = digits[0]
     with pytest.raises(ValueError, match=r"positive integer batch_size. Received: batch_size=0"):
-        as_dataset((np.zeros((2, 3)), np.zeros(2)), 0)
-
-
-def test_accuracy_resolves_like_compile():
-    int_spec = tf.TensorSpec([None], tf.int64)
-    onehot_spec = tf.TensorSpec([None, 10], tf.float32)
-    binary_spec = tf.TensorSpec([None, 1], tf.float32)
-    assert isinstance(resolve_metric("accuracy", int_spec), keras.metrics.SparseCategoricalAccuracy)
-    assert isinstance(resolve_metric("accuracy", onehot_spec), keras.metrics.CategoricalAccuracy)
-    assert isinstance(resolve_metric("accuracy", binary_spec), keras.metrics.BinaryAccuracy)
-    assert resolve_metric("accuracy", int_spec).name == "accuracy"
+        quiet_train(mlp(), (x, y), batch_size=0)
+    with pytest.raises(ValueError, match=r"validation_split` in \(0, 1\). "
+                                         r"Received: validation_split=1.5"):
+        quiet_train(mlp(), (x, y), validation_split=1.5)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(digits, tmp_path):
@@ -235,7 +244,6 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(digits, tm
     fresh = mlp(seed=1)
     trainer = Trainer(fresh, loss="sparse_categorical_crossentropy",
                       optimizer=keras.optimizers.Adam(1e-2))
-    trainer.optimizer.build(fresh.trainable_variables)
     assert TrainingCheckpoint(tmp_path, trainer).restore_latest() == (0, 2)
     assert all(np.isfinite(w).all() for w in fresh.get_weights())
 
@@ -259,11 +267,11 @@ RESUMABLE_RUN = textwrap.dedent("""
             if Killer.seen == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    history = train(model, (x, y), loss="sparse_categorical_crossentropy",
+    history = train(model, x, y, loss="sparse_categorical_crossentropy", shuffle=False,
                     optimizer=keras.optimizers.Adam(1e-2), epochs=3, batch_size=32,
                     checkpoint_dir=ckpt_dir, checkpoint_every=4, callbacks=[Killer()], verbose=0,
                     steps_per_execution=k)
-    np.savez(out, *model.get_weights(), loss=np.array(history["loss"]))
+    np.savez(out, *model.get_weights(), loss=np.array(history.history["loss"]))
 """)
 
 
@@ -304,7 +312,7 @@ def test_a_finite_loss_with_nan_gradients_stops_too():
     x, y = np.zeros((8, 3), "float32"), np.zeros((8, 1), "float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 1: "):
-        train(model, (x, y), loss=root_mean_square, optimizer="sgd", batch_size=4, verbose=0)
+        train(model, x, y, loss=root_mean_square, optimizer="sgd", batch_size=4, verbose=0)
     # Keras's TerminateOnNaN reads the loss only: the step with the NaN gradients reports 0, and
     # fit stops one step later, when the NaN weights make the loss NaN.
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from spec_impl import load_dataset, train
-from spec_impl.engine import MODES
+from spec_impl._validation import MODES
 from spec_impl.testing import assert_allclose
 
 N_TRAIN, BATCH, EPOCHS = 100, 32, 2  # 4 steps per epoch, the last one partial (4 samples)
@@ -52,12 +52,12 @@ def run(data, tmp_path, *, mode="function", log=False, ckpt=False, callbacks=Fal
         metrics=False, k=1):
     model = mlp()
     recorder = Recorder()
-    history = train(model, data[0], loss="sparse_categorical_crossentropy",
+    history = train(model, *data[0], shuffle=False, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
-                    validation_data=data[1], metrics=["accuracy"] if metrics else (), mode=mode,
+                    validation_data=data[1], metrics=["accuracy"] if metrics else None, mode=mode,
                     log_dir=str(tmp_path / "logs") if log else None,
                     checkpoint_dir=str(tmp_path / "ckpt") if ckpt else None,
-                    callbacks=[recorder] if callbacks else (), verbose=0, steps_per_execution=k)
+                    callbacks=[recorder] if callbacks else (), verbose=0, steps_per_execution=k).history
     return model, history, recorder
 
 
@@ -155,9 +155,9 @@ def test_callback_calls_match_fit_with_the_same_steps_per_execution(k, digits):
     fit = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
                     callbacks=[fit_recorder]).history
     mine = mlp()
-    history = train(mine, (x, y), loss="sparse_categorical_crossentropy",
+    history = train(mine, x, y, shuffle=False, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
-                    callbacks=[train_recorder], verbose=0, steps_per_execution=k)
+                    callbacks=[train_recorder], verbose=0, steps_per_execution=k).history
     assert [c[:2] for c in train_recorder.calls] == [c[:2] for c in fit_recorder.calls]
     assert_allclose([c[2] for c in train_recorder.calls if c[0] == "end"],
                     [c[2] for c in fit_recorder.calls if c[0] == "end"], atol=ATOL)
@@ -170,7 +170,7 @@ def test_steps_per_execution_checkpoints_at_the_call_that_reaches_checkpoint_eve
                                                                                   tmp_path):
     # k = 3, checkpoint_every = 2: calls end after steps 3 and 4 (epoch 1); the call ending at
     # step 3 crosses 2, the one at 4 crosses 4; then the epoch-end checkpoint.
-    train(mlp(), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1,
+    train(mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1,
           batch_size=BATCH, checkpoint_dir=str(tmp_path), checkpoint_every=2,
           steps_per_execution=3, verbose=0)
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
@@ -188,7 +188,7 @@ def test_non_finite_loss_names_the_step_inside_a_group(digits):
     x = x.copy()
     x[70] = np.nan  # the third batch: the first call (k = 2) passes, the second fails
     with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 3: "):
-        train(mlp(), (x, y), loss="sparse_categorical_crossentropy", optimizer="sgd",
+        train(mlp(), x, y, shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd",
               batch_size=BATCH, steps_per_execution=2, verbose=0)
 
 
@@ -196,7 +196,7 @@ def test_non_finite_loss_names_the_step_inside_a_group(digits):
 def test_bad_steps_per_execution(bad, digits):
     with pytest.raises(ValueError, match=r"positive integer for `steps_per_execution`. "
                                          rf"Received: steps_per_execution={bad!r}"):
-        train(mlp(), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd",
+        train(mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd",
               steps_per_execution=bad, verbose=0)
 
 
@@ -208,18 +208,21 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
     model = mlp()
     history = train(model, data, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, steps_per_execution=3,
-                    verbose=0)
+                    verbose=0).history
     assert_allclose(history["loss"], reference[1]["loss"], atol=ATOL)
     for got, want in zip(model.get_weights(), reference[0]):
         assert_allclose(got, want, atol=ATOL)
 
 
 def test_xla_compiles_the_numeric_step_and_not_the_summaries(digits, tmp_path):
-    _, history, _ = run(digits, tmp_path, mode="xla", log=True)
-    trainer = history.trainer
+    from spec_impl.trainer.engine import Trainer
+
+    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="sgd", mode="xla",
+                      log_dir=str(tmp_path))
     x, y = digits[0]
+    trainer.fit(x, y, batch_size=BATCH, verbose=0)
     # The numeric step has an XLA program; the function that writes summaries has none.
-    hlo = trainer.train_step.experimental_get_compiler_ir(x[:BATCH], y[:BATCH])(stage="hlo")
+    hlo = trainer.train_step.experimental_get_compiler_ir((x[:BATCH], y[:BATCH]))(stage="hlo")
     assert hlo.startswith("HloModule")
     iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH))
     with pytest.raises(ValueError, match="jit_compile"):
@@ -229,7 +232,7 @@ def test_xla_compiles_the_numeric_step_and_not_the_summaries(digits, tmp_path):
 def test_logs_reach_the_host_once_per_epoch_not_per_step(digits, tmp_path, monkeypatch):
     # With verbose=0 and no callbacks nothing needs the values during an epoch: the running
     # logs are read (a host synchronisation) once per epoch for training and once for validation.
-    from spec_impl.engine import Trainer
+    from spec_impl.trainer.engine import Trainer
 
     reads = []
     original = Trainer.logs
@@ -245,7 +248,7 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
                                                                             tmp_path):
     # Two epochs straight, against one epoch, a fresh process-like restart (new model, new
     # optimizer) and a resume to two: the same weights, and the loss scale's state survives.
-    from spec_impl.precision import global_policy, output_dtype
+    from spec_impl.trainer.precision import global_policy, output_dtype
 
     def model():
         keras.utils.set_random_seed(0)
@@ -255,11 +258,11 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
                                                         dtype=output_dtype())])
 
     def fit_for(epochs, folder, net):
-        return train(net, digits[0], loss="sparse_categorical_crossentropy",
+        return train(net, *digits[0], shuffle=False, loss="sparse_categorical_crossentropy",
                      optimizer=keras.optimizers.SGD(0.1), epochs=epochs, batch_size=BATCH,
                      mode=mode, log_dir=str(tmp_path / folder / "logs"),
                      checkpoint_dir=str(tmp_path / folder / "ckpt"), steps_per_execution=3,
-                     verbose=0)
+                     verbose=0).history
 
     straight = model()
     history = fit_for(EPOCHS, "a", straight)
@@ -269,7 +272,7 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
     for got, want in zip(resumed_model.get_weights(), straight.get_weights()):
         assert_allclose(got, want, atol=0, rtol=0)
     assert_allclose(resumed["loss"], history["loss"][1:], atol=0, rtol=0)
-    optimizer = resumed.trainer.optimizer
+    optimizer = resumed_model.optimizer
     if policy == "mixed_float16":  # its step counter counts every step of both epochs
         assert int(optimizer.step_counter.numpy()) == EPOCHS * STEPS
     else:

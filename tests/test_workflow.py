@@ -18,7 +18,7 @@ def run(tmp_path_factory):
 def test_trains_saves_and_evaluates(run):
     out, result = run
     assert isinstance(result, RunResult)
-    assert len(result.history["loss"]) == 1 and len(result.history["val_accuracy"]) == 1
+    assert len(result.history.history["loss"]) == 1 and len(result.history.history["val_accuracy"]) == 1
     assert result.model_path == str(out / "model.keras")
     reloaded = keras.models.load_model(result.model_path)
     assert reloaded.count_params() == result.model.count_params() == 407_050  # document 002
@@ -38,7 +38,7 @@ def test_resume_of_a_finished_run_only_evaluates(run):
     out, first = run
     again = train_and_evaluate("mnist_mlp", out=str(out), epochs=1, limit=128, verbose=0,
                                resume=True)
-    assert dict(again.history) == {}
+    assert again.history.history == {}
     assert again.evaluation["accuracy"] == pytest.approx(first.evaluation["accuracy"])
 
 

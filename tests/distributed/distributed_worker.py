@@ -63,7 +63,7 @@ def main():
     parser.add_argument("--pause-at", type=int, default=None)
     args = parser.parse_args()
     from spec_impl import make_strategy, save_model_atomic, train
-    from spec_impl.distribute import chief_path, is_chief
+    from spec_impl.trainer.distribute import chief_path, is_chief
 
     strategy = make_strategy("multiworker")
     with strategy.scope():  # the model and its optimizer
@@ -73,9 +73,9 @@ def main():
     marker = os.path.join(args.out, f"paused-{task['type']}-{task['index']}")
     pause = args.pause_at is not None and task["index"] == 1
     callbacks = [Pause(args.pause_at, marker)] if pause else []
-    history = train(model, data(), strategy=strategy, log_dir=os.path.join(args.out, "logs"),
+    history = train(model, *data(), shuffle=False, strategy=strategy, log_dir=os.path.join(args.out, "logs"),
                     checkpoint_dir=os.path.join(args.out, "checkpoints"),
-                    checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **settings)
+                    checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **settings).history
     with chief_path(os.path.join(args.out, "model.keras"), strategy) as path:
         save_model_atomic(model, path)
     if is_chief(strategy):

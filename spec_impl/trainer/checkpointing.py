@@ -21,7 +21,7 @@ class TrainingCheckpoint:
 
     Args:
         directory: the checkpoint folder (created if needed).
-        trainer: a built `spec_impl.engine.Trainer` (model and optimizer variables exist).
+        trainer: a built `spec_impl.trainer.engine.Trainer` (model and optimizer variables exist).
         max_to_keep: how many checkpoints to keep.
         write_directory: where to write (default: `directory`); a multi-worker non-chief
             worker writes to a temporary folder and restores from the chief's `directory`.

@@ -17,27 +17,27 @@ def _expected_input_shape(model):
     return getattr(model, "_built_input_shape", None)
 
 
-def _is_sparse(loss):
-    if isinstance(loss, (list, tuple)):  # one loss per output: labels are not checked
+def is_sparse(loss):
+    """Whether `loss` (an object, a name or a function) takes integer class ids."""
+    if isinstance(loss, (list, tuple, dict)):  # one loss per output: labels are not checked
         return False
     loss = keras.losses.get(loss)
     name = getattr(loss, "__name__", "") or getattr(loss, "name", "")
     return isinstance(loss, SPARSE_LOSSES) or "sparse_categorical" in str(name)
 
 
-def check_training_inputs(model, dataset, loss, num_classes=None):
-    """Refuse data the model cannot train on, naming the expected and received values.
+def _x_y(spec):
+    """`(x_spec, y_spec)` of a batch spec `(x,)`, `(x, y)` or `(x, y, sample_weight)`."""
+    if not isinstance(spec, tuple) or not 1 <= len(spec) <= 3:
+        raise ValueError(f"Expected batches of (x, y) or (x, y, sample_weight). "
+                         f"Received elements: {spec}")
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
+    return x, y
 
-    Builds the model (one eager call on one sample, `training=False`) if it is not built yet.
 
-    Raises:
-        ValueError: elements are not `(x, y)` pairs, `x` does not have the model's input shape,
-            or integer labels fall outside `[0, num_classes)` for a sparse loss.
-    """
-    spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2):
-        raise ValueError(f"Expected a dataset of (x, y) pairs. Received elements: {spec}")
-    x_spec, y_spec = spec
+def check_input_shape(model, element_spec):
+    """Raise `ValueError` unless the batches' `x` has the model's declared input shape."""
+    x_spec, _ = _x_y(element_spec)
     expected = _expected_input_shape(model)
     if expected is not None and isinstance(x_spec, tf.TensorSpec):
         received = tuple(x_spec.shape[1:])
@@ -47,15 +47,27 @@ def check_training_inputs(model, dataset, loss, num_classes=None):
                 f"The model expects inputs of shape {shape_text(expected)}. "
                 f"Received: {shape_text(received)}"
             )
-    first_x = next(iter(dataset.take(1)))[0]
-    sample = tf.nest.map_structure(lambda t: t[:1], first_x)
-    outputs = model(sample, training=False)  # builds the model if needed
-    if not (_is_sparse(loss) and isinstance(y_spec, tf.TensorSpec) and y_spec.dtype.is_integer):
+
+
+def check_labels(model, batches, loss, num_classes=None):
+    """Refuse integer labels outside `[0, num_classes)` for a sparse loss, in one `tf.data`
+    reduce over the labels (no Python loop over batches).
+
+    `num_classes` defaults to the model's output width. Only data that can be read twice
+    without losing a batch are checked: arrays and finite datasets, not generators.
+
+    Raises:
+        ValueError: a label out of range, naming the range and the labels received.
+    """
+    _, y_spec = _x_y(batches.dataset.element_spec)
+    if not (batches.rereadable and is_sparse(loss) and isinstance(y_spec, tf.TensorSpec)
+            and y_spec.dtype.is_integer):
         return
-    width = num_classes or int(tf.nest.flatten(outputs)[0].shape[-1])
-    # One pass over the labels only, reduced inside tf.data (no Python loop over batches).
+    x_spec = batches.dataset.element_spec[0]
+    symbolic = tf.nest.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec)
+    width = num_classes or int(tf.nest.flatten(model.compute_output_spec(symbolic))[0].shape[-1])
     dtype = y_spec.dtype
-    low, high = dataset.map(lambda x, y: y).reduce(
+    low, high = batches.dataset.map(lambda *element: element[1]).reduce(
         (tf.constant(dtype.max, dtype), tf.constant(dtype.min, dtype)),
         lambda acc, y: (tf.minimum(acc[0], tf.reduce_min(y)), tf.maximum(acc[1], tf.reduce_max(y))))
     low, high = int(low), int(high)
@@ -64,4 +76,3 @@ def check_training_inputs(model, dataset, loss, num_classes=None):
             f"Labels must be class ids in [0, {width}) for this model's {width} outputs. "
             f"Received labels from {low} to {high}"
         )
-

@@ -101,7 +101,7 @@ def cpu_devices(count):
             raise RuntimeError(
                 f"{count} logical CPU devices were asked for, but TensorFlow has already "
                 f"initialised its devices with {have}. Create the strategy before anything else "
-                f"runs a TensorFlow operation, or call spec_impl.distribute.cpu_devices({count}) "
+                f"runs a TensorFlow operation, or call spec_impl.trainer.distribute.cpu_devices({count}) "
                 f"first thing in the program."
             ) from None
     return tf.config.list_logical_devices("CPU")[:count]
@@ -197,10 +197,7 @@ def check_xla_devices(strategy):
 
 
 def per_example_loss(loss):
-    """`loss` (a `keras.losses.Loss`, or the sum of several) giving per-example values."""
-    if hasattr(loss, "losses"):  # compile_utils._SumOfLosses
-        parts = [per_example_loss(part) for part in loss.losses]
-        return lambda y, p: tf.add_n([fn(t, q) for fn, t, q in zip(parts, y, p)])
+    """A copy of `loss` (a `keras.losses.Loss`) giving per-example values (`reduction=None`)."""
     unreduced = copy.copy(loss)
     unreduced.reduction = None
     return unreduced

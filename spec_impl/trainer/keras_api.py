@@ -1,0 +1,38 @@
+"""The Keras internals the engine shares with `Model.fit`, in one place.
+
+`fit` resolves data (arrays, datasets, generators, `PyDataset`, `class_weight`, `shuffle`,
+`validation_split`) and builds its metrics through functions that Keras 3 keeps under
+`keras.src`. The engine calls the same ones, so that `train` and `fit` see the same batches and
+log the same names; each is named here once, so a Keras upgrade that moves one breaks one file.
+"""
+
+from keras.src.losses.loss import unscale_loss_for_distribution
+from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
+
+__all__ = ["data_adapter", "loss_tracker", "symbolic_build", "train_validation_split",
+           "unscale_loss_for_distribution"]
+
+
+def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
+                 shuffle=False, class_weight=None):
+    """Keras's data adapter for what `fit` accepts (`adapter.get_tf_dataset()`,
+    `adapter.num_batches`)."""
+    return get_data_adapter(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size,
+                            steps_per_epoch=steps_per_epoch, shuffle=shuffle,
+                            class_weight=class_weight)
+
+
+def train_validation_split(arrays, validation_split):
+    """`fit(validation_split=)`: the last `validation_split` of the arrays, unshuffled."""
+    return array_slicing.train_validation_split(arrays, validation_split=validation_split)
+
+
+def symbolic_build(model, element_spec):
+    """Build the model, its compiled loss and metrics from a batch's shapes and dtypes, as
+    `fit` does before its first step (nothing is read from the data)."""
+    model._symbolic_build(data_batch=element_spec)
+
+
+def loss_tracker(model):
+    """The `Mean` metric named `loss` that `compile` gives the model (what `fit` logs)."""
+    return model._loss_tracker

@@ -1,0 +1,252 @@
+"""`train` and `Trainer.fit`: the epoch loop, taking what `Model.fit` takes.
+
+Epochs -> calls of `Trainer.train_function` (k steps each) -> Keras callbacks (the progress
+bar and the history are Keras's `ProgbarLogger` and `History`), TensorBoard epoch scalars,
+checkpoints (resumed from), batch-norm recalibration, validation.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from spec_impl.trainer import data as data_lib
+from spec_impl.trainer.batchnorm import recalibrate_batch_norm
+from spec_impl.trainer.checkpointing import TrainingCheckpoint
+from spec_impl.trainer.distribute import check_created_in_scope, chief_path, explicit
+from spec_impl.trainer.engine import NON_FINITE, Trainer
+
+
+@dataclasses.dataclass
+class FitOptions:
+    """What `fit` takes besides the data, and what `train` adds (see `train`)."""
+
+    batch_size: int = None
+    epochs: int = 1
+    verbose: object = "auto"
+    callbacks: list = None
+    validation_split: float = 0.0
+    validation_data: object = None
+    shuffle: bool = True
+    class_weight: dict = None
+    sample_weight: object = None
+    initial_epoch: int = 0
+    steps_per_epoch: int = None
+    validation_steps: int = None
+    validation_batch_size: int = None
+    validation_freq: object = 1
+    checkpoint_dir: str = None
+    checkpoint_every: int = None
+    num_classes: int = None
+    recalibrate_bn: bool = False
+
+
+def _should_validate(epoch, freq):
+    """`fit`'s `validation_freq`: every `freq` epochs, or the epochs (from 1) listed."""
+    if isinstance(freq, int):
+        return (epoch + 1) % freq == 0
+    return epoch + 1 in freq
+
+
+class FitLoop:
+    """One `Trainer.fit` call: resolves its data, callbacks and checkpoint, then runs epochs."""
+
+    def __init__(self, trainer, **options):
+        self.trainer = trainer
+        self.model = trainer.model
+        self.options = FitOptions(**options)
+        if self.options.verbose == "auto":
+            self.options.verbose = 1
+        self.history = None
+
+    # ---- set-up ----
+
+    def _data(self, x, y):
+        o = self.options
+        weights = o.sample_weight
+        validation = o.validation_data
+        if o.validation_split and validation is None:
+            (x, y, weights), validation = data_lib.split_for_validation(x, y, weights,
+                                                                        o.validation_split)
+        train = data_lib.batches(x, y, weights, batch_size=o.batch_size, shuffle=o.shuffle,
+                                 class_weight=o.class_weight, steps_per_epoch=o.steps_per_epoch)
+        val = None if validation is None else data_lib.validation_batches(
+            validation, batch_size=o.validation_batch_size or o.batch_size,
+            steps=o.validation_steps)
+        return train, val
+
+    def _check(self, train, val):
+        """Refuse bad data before the first step (`spec_impl.trainer.checks`), build every
+        variable, and refuse a model built outside the strategy's scope."""
+        from spec_impl.trainer.checks import check_input_shape, check_labels
+
+        sides = [b for b in (train, val) if b is not None]
+        for batches in sides:
+            check_input_shape(self.model, batches.dataset.element_spec)
+        self.trainer.build(train.dataset.element_spec)
+        for batches in sides:
+            check_labels(self.model, batches, getattr(self.model, "loss", None),
+                         self.options.num_classes)
+        if self.trainer.strategy is not None:
+            check_created_in_scope(self.model, self.trainer.strategy)
+
+    # ---- the run ----
+
+    def run(self, x, y):
+        """Train; returns the `keras.callbacks.History` (also set as `model.history`)."""
+        o = self.options
+        train, val = self._data(x, y)
+        self._check(train, val)
+        strategy = self.trainer.strategy
+        with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
+            write_dir = stack.enter_context(chief_path(o.checkpoint_dir, strategy))
+            ckpt = None if o.checkpoint_dir is None else TrainingCheckpoint(
+                o.checkpoint_dir, self.trainer, write_directory=write_dir)
+            return self._epochs(train, val, ckpt)
+
+    def _epochs(self, train, val, ckpt):
+        o, model, trainer = self.options, self.model, self.trainer
+        callbacks = keras.callbacks.CallbackList(
+            o.callbacks, add_history=True, add_progbar=o.verbose != 0, verbose=o.verbose,
+            epochs=o.epochs, steps=train.steps, model=model)
+        model.stop_training = False
+        start_epoch, start_step = (o.initial_epoch, 0) if ckpt is None else ckpt.restore_latest()
+        callbacks.on_train_begin()
+        # BackupAndRestore restores in on_train_begin and sets where to resume, as under fit.
+        backup_epoch = getattr(model, "_initial_epoch", None)
+        if backup_epoch and start_step == 0:
+            start_epoch = max(start_epoch, backup_epoch)
+        epoch_logs = {}
+        for epoch in range(start_epoch, o.epochs):
+            skip = start_step if epoch == start_epoch else 0
+            if skip == 0:
+                trainer.reset()
+            callbacks.on_epoch_begin(epoch)
+            self._train_epoch(train, epoch, skip, callbacks, ckpt)
+            epoch_logs = trainer.logs()
+            if o.recalibrate_bn:
+                recalibrate_batch_norm(model, train.dataset)
+            if val is not None and _should_validate(epoch, o.validation_freq):
+                callbacks.on_test_begin()
+                val_logs = trainer.evaluate(val)
+                callbacks.on_test_end({k[len("val_"):]: v for k, v in val_logs.items()})
+                epoch_logs.update(val_logs)
+            trainer.write_epoch(epoch, epoch_logs)
+            if ckpt is not None:
+                ckpt.save(epoch + 1, 0)
+            callbacks.on_epoch_end(epoch, epoch_logs)
+            if model.stop_training:
+                break
+        if o.epochs > 0 and isinstance(trainer.optimizer, keras.optimizers.Optimizer):
+            trainer.optimizer.finalize_variable_values(model.trainable_weights)  # use_ema, as fit
+        callbacks.on_train_end(epoch_logs)
+        return model.history
+
+    def _train_epoch(self, train, epoch, skip, callbacks, ckpt):
+        """One epoch of calls of `trainer.train_function`, from step `skip` on.
+
+        The host reads nothing from the device per call when the epoch's length is known: the
+        logs stay tensors (callbacks convert them, as under `fit`).
+        """
+        trainer = self.trainer
+        k = trainer.steps_per_execution
+        steps = train.steps
+        iterator = train.epoch_iterator(trainer, train.skip_for(epoch, skip))
+        first_count = int(trainer.train_counter.numpy())
+        step = skip
+        while steps is None or step < steps:
+            callbacks.on_train_batch_begin(step)
+            expected = k if steps is None else min(k, steps - step)  # never past the epoch's end
+            try:
+                done, logs = trainer.train_function(iterator, trainer.steps_tensor(expected))
+            except tf.errors.InvalidArgumentError as error:
+                if NON_FINITE not in error.message:
+                    raise
+                failed = skip + int(trainer.train_counter.numpy()) - first_count
+                where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+                raise FloatingPointError(
+                    f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
+                    f"step {failed}: training stopped, no checkpoint written after it{where}"
+                ) from None
+            ran = expected if train.length is not None and train.steps_per_epoch is None \
+                else int(done)  # a known pass: no host read per call
+            if ran < expected or ran == 0:
+                train.ran_out()
+            if ran == 0:
+                break
+            previous, step = step, step + ran
+            callbacks.on_train_batch_end(step - 1, logs)
+            if ckpt is not None and self.options.checkpoint_every \
+                    and step // self.options.checkpoint_every > previous // self.options.checkpoint_every:
+                ckpt.save(epoch, step)
+            if ran < expected or self.model.stop_training:
+                break
+
+
+def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+          validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+          sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+          validation_batch_size=None, validation_freq=1, optimizer=None, loss=None, metrics=None,
+          loss_weights=None, weighted_metrics=None, mode="function", steps_per_execution=1,
+          log_dir=None, checkpoint_dir=None, checkpoint_every=None, num_classes=None,
+          recalibrate_bn=False, strategy=None):
+    """Train `model` with the package's custom loop, as `model.compile(...)` + `model.fit(...)`.
+
+    Every argument of `fit` has its name and meaning here, and `compile`'s `optimizer`, `loss`,
+    `metrics`, `loss_weights` and `weighted_metrics` are resolved by `compile` itself (without
+    them an already compiled model keeps its own). What the loop adds:
+
+    Args:
+        mode: `"eager"`, `"function"` or `"xla"` (the numeric step compiled with XLA; summaries
+            and checks outside it).
+        steps_per_execution: batches per compiled call (a loop inside the `tf.function` over a
+            dataset iterator, as `fit` does); the last call of an epoch may run fewer. Batch
+            callbacks run once per call, as under `fit(steps_per_execution=k)`.
+        log_dir: TensorBoard folder: `train/` and `validation/` get `batch_*` scalars at every
+            step (written inside the compiled call) and `epoch_*` scalars.
+        checkpoint_dir: if given, a `tf.train.CheckpointManager` there keeps the model, the
+            optimizer, the metric totals and the epoch / step position, and a rerun resumes from
+            the latest checkpoint, mid-epoch included (exact when the batches come in a fixed
+            order: `shuffle=False` or an unshuffled dataset).
+        checkpoint_every: also checkpoint every this many steps (default: at the end of each epoch
+            only); with `steps_per_execution` k, at the end of the call that reaches it.
+        num_classes: for integer labels of a sparse loss, refuse labels outside
+            `[0, num_classes)` before the first step (default: the model's output width).
+        recalibrate_bn: at the end of each epoch, before validation, set every batch norm's
+            moving statistics to their average over the epoch's training batches
+            (`spec_impl.trainer.batchnorm`); fixes inference accuracy after short runs.
+        strategy: a `tf.distribute.Strategy` (`spec_impl.make_strategy`) in whose scope the
+            model was built, or `None`. The steps then run per replica on the distributed
+            datasets, with the loss of the global batch (exact on an uneven last batch, where
+            `fit` is not); on a multi-worker cluster only the chief keeps `log_dir` and
+            checkpoints (the other workers write to temporary folders, removed), and all resume
+            from the chief's.
+
+    Returns:
+        A `keras.callbacks.History` (`history.history`: one value per epoch of `loss`, each
+        metric, and their `val_` versions), also set as `model.history`, as `fit` returns.
+
+    Raises:
+        ValueError: a bad `mode`, `steps_per_execution` or `steps_per_epoch`, a repeated dataset
+            without `steps_per_epoch`, data the model cannot take, labels out of range, or a
+            model built outside `strategy`'s scope (all before the first step).
+        FloatingPointError: a non-finite loss or gradient (checked inside the compiled call; a
+            step with a non-finite gradient reports its loss as nan); no checkpoint is written
+            after it.
+    """
+    strategy = explicit(strategy)
+    with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
+        log_dir = stack.enter_context(chief_path(log_dir, strategy))
+        trainer = Trainer(model, optimizer=optimizer, loss=loss, metrics=metrics,
+                          loss_weights=loss_weights, weighted_metrics=weighted_metrics, mode=mode,
+                          steps_per_execution=steps_per_execution, log_dir=log_dir,
+                          strategy=strategy)
+        return trainer.fit(
+            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+            num_classes=num_classes, recalibrate_bn=recalibrate_bn)
