@@ -3,8 +3,11 @@
 Every row trains the same model from the same weights on the same batches twice, once with
 `model.compile(...)` + `model.fit(...)` and once with `spec_impl.train(...)` given the same
 arguments, and asserts the same history (keys first, then values) and the same weights. Each
-row runs in `function` mode with one step per call, and (marked slow) in `eager` mode and in
-`xla` mode with two steps per call against `fit(steps_per_execution=2)`.
+row runs in `function` mode with one step per call, and (marked slow) in `eager` mode against
+`fit` with `run_eagerly=True` and in `xla` mode with two steps per call against
+`fit(jit_compile=True, steps_per_execution=2)`: the same execution on both sides. (Keras's
+per-output loss trackers weigh batches by their static size, which is unknown in a graph: a
+graph `fit` averages per-batch means where an eager one weighs them by batch size.)
 
 The inputs are ordinary Keras code the package did not write: plain-function losses and
 metrics, Keras's callbacks, generators, `PyDataset`, dict and multi-output models.
@@ -148,7 +151,7 @@ ROWS = {
     "metrics-acc": _row(metrics=["acc"]),
     "metrics-accuracy": _row(metrics=["accuracy"]),
     "metrics-function": _row(model=regressor, data=regression, loss="mse", metrics=[plain_mae]),
-    "metrics-object": _row(metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=3)]),
+    "metrics-object": _row(metrics=lambda: [keras.metrics.SparseTopKCategoricalAccuracy(k=3)]),
     "metrics-per-output-dict": _row(model=two_heads, data=two_heads_data,
                                     loss={"digit": SPARSE, "size": "mse"},
                                     metrics={"digit": ["accuracy"], "size": ["mae"]}),
@@ -169,7 +172,7 @@ ROWS = {
     "initial_epoch": _row(initial_epoch=1),
     "steps_per_epoch-repeated-dataset": _row(dataset=lambda x, y, *_: tf.data.Dataset
                                              .from_tensor_slices((x, y)).batch(BATCH).repeat(),
-                                             steps_per_epoch=3),
+                                             steps_per_epoch=4),
     "shuffle-arrays": _row(shuffle=True),
     # other inputs
     "generator": _row(dataset=lambda x, y, *_: generator(x, y), steps_per_epoch=4),
@@ -216,6 +219,14 @@ def _fit_arguments(data, settings, tmp):
     return x, y, kwargs
 
 
+def _fresh(compile_args):
+    """compile's arguments with a new optimizer (and new metric objects) for one run."""
+    fresh = dict(compile_args, optimizer=compile_args["optimizer"]())
+    if callable(fresh.get("metrics")):
+        fresh["metrics"] = fresh["metrics"]()
+    return fresh
+
+
 def run_both(row, variant, tmp_path):
     """`((fit model, fit History), (train model, train History))` of one row."""
     model_fn, data, compile_args, settings = row
@@ -223,15 +234,15 @@ def run_both(row, variant, tmp_path):
     keras.utils.set_random_seed(0)
     reference = model_fn()
     initial = reference.get_weights()
-    compiled = {**compile_args, "optimizer": compile_args["optimizer"]()}
-    reference.compile(**compiled, steps_per_execution=k)
+    reference.compile(**_fresh(compile_args), steps_per_execution=k, run_eagerly=mode == "eager",
+                      jit_compile=mode == "xla")
     keras.utils.set_random_seed(1)  # the same draws (shuffle) in both runs
     x, y, kwargs = _fit_arguments(data, settings, tmp_path / "fit")
     fit_history = reference.fit(x, y, epochs=EPOCHS, verbose=0, **kwargs)
 
     model = model_fn()
     model.set_weights(initial)
-    compiled = {**compile_args, "optimizer": compile_args["optimizer"]()}
+    compiled = _fresh(compile_args)
     keras.utils.set_random_seed(1)
     x, y, kwargs = _fit_arguments(data, settings, tmp_path / "train")
     history = train(model, x, y, epochs=EPOCHS, verbose=0, mode=mode, steps_per_execution=k,
@@ -343,7 +354,8 @@ class Interrupt(keras.callbacks.Callback):
 def _one_loop(loop, model, x, y, mode, k, args):
     """`fit` (compiled here) or `train` with the same arguments."""
     if loop == "fit":
-        model.compile(adam(), SPARSE, steps_per_execution=k)
+        model.compile(adam(), SPARSE, steps_per_execution=k, run_eagerly=mode == "eager",
+                      jit_compile=mode == "xla")
         return model.fit(x, y, **args)
     return train(model, x, y, optimizer=adam(), loss=SPARSE, mode=mode, steps_per_execution=k,
                  **args)
@@ -390,6 +402,25 @@ def test_a_repeated_dataset_without_steps_per_epoch_is_refused_before_the_first_
                                          r"never ends: pass `steps_per_epoch`"):
         train(model, endless, loss=SPARSE, optimizer="sgd", verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_fit_overruns_steps_per_epoch_that_steps_per_execution_does_not_divide():
+    # fit(steps_per_epoch=3) with steps_per_execution=2 starts calls at steps 0 and 2, each of
+    # 2 steps: 4 steps per epoch. train's last call runs the 1 step left: 3 per epoch.
+    x, y, *_ = digits()
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).repeat()
+    runs = {}
+    for loop in ("fit", "train"):
+        keras.utils.set_random_seed(0)
+        model = mlp()
+        if loop == "fit":
+            model.compile("sgd", SPARSE, steps_per_execution=2)
+            model.fit(endless, epochs=2, steps_per_epoch=3, verbose=0, shuffle=False)
+        else:
+            train(model, endless, epochs=2, steps_per_epoch=3, verbose=0, optimizer="sgd",
+                  loss=SPARSE, steps_per_execution=2)
+        runs[loop] = int(model.optimizer.iterations)
+    assert runs == {"fit": 8, "train": 6}
 
 
 def test_train_uses_the_compile_of_an_already_compiled_model():
