@@ -125,8 +125,17 @@ class Trainer:
         self.test_step = self._distributed(_compile(self._test_step, step_mode))
         self.train_function = self._loop(self.train_step, self._after_train_step)
         self.test_function = self._loop(self.test_step, self._after_test_step)
+        # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
+        self.group_function = None
+        if mode == "xla" and self.steps_per_execution > 1 and self.strategy is None:
+            self.train_group = tf.function(self._train_group, jit_compile=True)
+            self.group_function = tf.function(self._group)
         if model.built:
             self.build()
+
+    @property
+    def _log_names(self):
+        return self.model.get_metrics_result().keys()
 
     def build(self, element_spec=None):
         """Create every variable before the first step, as `fit` does: the model's (from
@@ -243,6 +252,36 @@ class Trainer:
     def _after_test_step(self, loss, logs):
         self.val_step.assign_add(1)
         self._write_batch(self.val_writer, logs, self.val_step)
+
+    def _train_group(self, stacked):
+        """k train steps over `stacked` (each leaf `(k, batch, ...)`), all in one XLA program.
+
+        Returns the k losses and, when TensorBoard is written, the k running logs, as tensors
+        of shape `(k,)`: an iterator cannot be read inside an XLA program, so the k batches come
+        stacked, and the summaries and finiteness checks, which XLA cannot run, follow outside.
+        """
+        k = self.steps_per_execution
+        names = list(self._log_names) if self.train_writer is not None else []
+        losses = tf.TensorArray(tf.float32, size=k)
+        logs = [tf.TensorArray(tf.float32, size=k) for _ in names]
+        for i in tf.range(k):
+            loss = self._train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
+            losses = losses.write(i, tf.cast(loss, tf.float32))
+            if names:
+                values = self.model.get_metrics_result()
+                logs = [log.write(i, tf.cast(values[n], tf.float32)) for log, n in zip(logs, names)]
+        return losses.stack(), {n: log.stack() for n, log in zip(names, logs)}
+
+    def _group(self, iterator):
+        """Read k batches in the graph, stack them and run `train_group` (one XLA program);
+        then, per step, the counter, the finiteness check and the batch summaries."""
+        k = self.steps_per_execution
+        batches = [iterator.get_next() for _ in range(k)]
+        stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
+        losses, logs = self.train_group(stacked)
+        for i in tf.range(k):
+            self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
+        return tf.constant(k), self.model.get_metrics_result()
 
     def _loop(self, step, after):
         """`run(iterator, steps)`: up to `steps` (a tensor, default k) steps in one call."""
