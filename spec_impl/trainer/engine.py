@@ -31,12 +31,15 @@ from spec_impl.trainer.distribute import (
 )
 
 
-def _compile(fn, mode):
-    """`fn` as it runs in `mode`; traced per input signature, which the calling `tf.function`
-    gives with a free batch axis (one trace serves a partial last batch too)."""
+def _compile(fn, mode, element_spec=None):
+    """`fn` as it runs in `mode`, traced for batches of `element_spec` with a free batch axis
+    (one trace serves a partial last batch and a fixed batch alike); without a spec, traced per
+    input signature (a validation set of another dtype gets its own trace)."""
     if mode == "eager":
         return fn
-    return tf.function(fn, jit_compile=(mode == "xla"))
+    signature = None if element_spec is None else [tf.nest.map_structure(
+        lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), element_spec)]
+    return tf.function(fn, input_signature=signature, jit_compile=(mode == "xla"))
 
 
 def _batch_size(x):
@@ -120,11 +123,12 @@ class Trainer:
             self.val_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
         # Per replica under a strategy (XLA-compiled in xla mode), inside a tf.function that
         # takes distributed values: `train_function`.
-        step_mode = mode if self.strategy is None or mode == "xla" else "eager"
-        self.train_step = self._distributed(_compile(self._train_step, step_mode))
-        self.test_step = self._distributed(_compile(self._test_step, step_mode))
-        self.train_function = self._loop(self.train_step, self._after_train_step)
-        self.test_function = self._loop(self.test_step, self._after_test_step)
+        self._step_mode = mode if self.strategy is None or mode == "xla" else "eager"
+        self._train_spec = None
+        self.train_step = self._distributed(_compile(self._train_step, self._step_mode))
+        self.test_step = self._distributed(_compile(self._test_step, self._step_mode))
+        self.train_function = self._loop(lambda data: self.train_step(data), self._after_train_step)
+        self.test_function = self._loop(lambda data: self.test_step(data), self._after_test_step)
         # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
         self.group_function = None
         if mode == "xla" and self.steps_per_execution > 1 and self.strategy is None:
@@ -145,6 +149,12 @@ class Trainer:
             if element_spec is not None:
                 keras_api.symbolic_build(self.model, element_spec)
             self.optimizer.build(self.model.trainable_variables)
+        if element_spec is not None and element_spec != self._train_spec:
+            # the training batches' spec fixes the train step's signature: one trace for the
+            # loop's batches and for a fixed batch (the benchmarks) alike
+            self._train_spec = element_spec
+            self.train_step = self._distributed(_compile(self._train_step, self._step_mode,
+                                                         element_spec))
         return self
 
     # ---- the numeric steps: one for one device and for each replica ----
