@@ -289,8 +289,19 @@ class Trainer:
         batches = [iterator.get_next() for _ in range(k)]
         stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
         losses, logs = self.train_group(stacked)
-        for i in tf.range(k):
-            self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
+        # Vectorized over the group (a graph loop costs tens of microseconds per iteration):
+        # the counter and the last loss stop at the first non-finite step, which the check
+        # then names; summaries are written one point per step.
+        finite = tf.math.is_finite(losses)
+        all_finite = tf.reduce_all(finite)
+        ran = tf.where(all_finite, k, tf.cast(tf.argmin(tf.cast(finite, tf.int32)), tf.int32) + 1)
+        if self.train_writer is not None:
+            for i in tf.range(ran):
+                self._write_batch(self.train_writer, lambda: {n: v[i] for n, v in logs.items()},  # noqa: B023
+                                  self.train_counter + tf.cast(i, tf.int64) + 1)
+        self.train_counter.assign_add(tf.cast(ran, tf.int64))
+        self.last_loss.assign(losses[ran - 1])
+        tf.debugging.Assert(all_finite, [NON_FINITE])
         return tf.constant(k), self.model.get_metrics_result()
 
     def _loop(self, step, after):
