@@ -1,31 +1,41 @@
-"""Shared fixtures of the pytest-benchmark suite (`pytest benchmarks`)."""
+"""Shared fixtures of the pytest-benchmark suite (`pytest benchmarks`).
+
+The suite measures with the same functions and the same `BenchSettings` as `spec-impl bench`
+(`spec_impl.bench.suite`): each test runs one measurement once (`benchmark.pedantic`, one
+round), which times its runners interleaved round by round, and puts the rows (ms/step,
+samples/s, % of peak) and the ratios (value, 95 % interval, verdict) into
+`benchmark.extra_info`, so the JSON of `--benchmark-json` carries them. pytest-benchmark's own
+statistics time the whole measurement. With `--benchmark-disable` (CI) the measurements run at
+the `smoke` level: two rounds of one step, everything runs, nothing is measured.
+"""
 
 import pytest
 
-from spec_impl.bench import peak_gflops, rates
+from spec_impl.bench import BenchSettings, peaks
+
+VERDICTS = {"faster", "slower", "no difference"}
 
 
 @pytest.fixture(scope="session")
-def peak():
-    """This machine's matmul GFLOP/s, measured once per run: the reference for % of peak."""
-    return peak_gflops(rounds=3)
+def settings(request):
+    if request.config.getoption("benchmark_disable", default=False):
+        return BenchSettings("smoke")
+    return BenchSettings("full")
 
 
-def record(benchmark, *, steps, batch_size, flops, peak):
-    """Put samples/s, FLOPs, GFLOP/s and % of peak into `extra_info` (when timing is on)."""
-    benchmark.extra_info.update({"steps_per_call": steps, "batch_size": batch_size,
-                                 "flops_per_step": flops, "peak_gflops": peak})
-    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
-    if stats is None:  # --benchmark-disable: the function ran once, untimed
-        return
-    figures = rates(stats.median / steps, batch_size, flops, peak)
-    benchmark.extra_info.update({k: v for k, v in figures.items() if v is not None})
+@pytest.fixture(scope="session")
+def peak(settings):
+    """This machine's matmul GFLOP/s per compute dtype, measured once per run."""
+    return peaks() if settings.level != "smoke" else {"float32": None, "bfloat16": None}
 
 
-def pytest_configure(config):
-    """The `distributed:<model>` group needs 4 logical CPU devices, made before TensorFlow
-    initialises its devices (`spec-impl bench --strategy mirrored` makes its own)."""
-    from spec_impl.bench import REPLICAS
-    from spec_impl.trainer.distribute import cpu_devices
+def quiet(_message):
+    """The suite's progress log, silent under pytest."""
 
-    cpu_devices(max(REPLICAS))
+
+def record(benchmark, rows=(), ratios=(), **extra):
+    """Put a measurement's rows and ratios into `extra_info`; check every ratio's record."""
+    for ratio in ratios:
+        assert set(ratio) == {"name", "workload", "value", "low", "high", "verdict"}
+        assert ratio["low"] <= ratio["value"] <= ratio["high"] and ratio["verdict"] in VERDICTS
+    benchmark.extra_info.update({"rows": list(rows), "ratios": list(ratios), **extra})

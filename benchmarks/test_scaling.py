@@ -1,29 +1,12 @@
 """Step time and samples/s against batch size (function mode)."""
 
-import pytest
-
 from benchmarks.conftest import record
-from spec_impl.bench import (
-    SCALING,
-    build_workload,
-    loop_runner,
-    make_trainer,
-    plan_steps,
-    step_flops,
-    tracing_count,
-)
+from spec_impl.bench.suite import bench_scaling
 
 
-@pytest.mark.parametrize("name,batch_size",
-                         [(n, b) for n, sizes in SCALING.items() for b in sizes],
-                         ids=[f"{n}-b{b}" for n, sizes in SCALING.items() for b in sizes])
-def test_scaling(benchmark, name, batch_size, peak):
-    benchmark.group = f"scaling:{name}"
-    workload = build_workload(name, batch_size)
-    trainer = make_trainer(workload, "function")
-    float(trainer.train_step((workload.x, workload.y)))
-    benchmark.pedantic(loop_runner(trainer, workload.dataset(plan_steps(name))), rounds=3,
-                       warmup_rounds=1)
-    assert tracing_count(trainer) == 1
-    record(benchmark, steps=plan_steps(name), batch_size=batch_size,
-           flops=step_flops(trainer, workload), peak=peak)
+def test_scaling(benchmark, settings):
+    benchmark.group = "scaling"
+    rows = benchmark.pedantic(lambda: bench_scaling(settings), rounds=1, iterations=1)
+    assert [(r["workload"], r["batch_size"]) for r in rows] == [
+        (name, b) for name, sizes in settings.scaling.items() for b in sizes]
+    record(benchmark, rows)

@@ -80,19 +80,50 @@ def cmd_train(args):
     return 0
 
 
+def _bench_settings(args):
+    from spec_impl.bench import BenchSettings
+
+    return BenchSettings("smoke" if args.smoke else "quick" if args.quick else "full")
+
+
+def _model_specs(args):
+    """`WorkloadSpec`s of the `--model` values, or `None` for the five workloads."""
+    from spec_impl.bench import WorkloadSpec, parse_model
+
+    if not args.model:
+        if args.input_shape or args.loss:
+            raise ValueError("--input-shape and --loss apply to --model")
+        return None
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape {args.input_shape!r}: expected sizes separated by "
+                             f"commas, e.g. 28,28,1") from None
+    return [WorkloadSpec(parse_model(m), args.batch_size, shape, args.loss) for m in args.model]
+
+
 def cmd_bench(args):
     if args.strategy != "default" or args.devices is not None:
         return _bench_distributed(args)
     import tensorflow as tf
 
-    from spec_impl.bench_suite import format_tables, plot, run_suite, write_json
+    from spec_impl.bench.plot import plot
+    from spec_impl.bench.report import format_tables, write_json
+    from spec_impl.bench.suite import run_suite
 
     if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
         print("spec-impl bench: --device gpu, but TensorFlow sees no GPU on this machine.",
               file=sys.stderr)
         return 2
-    results = run_suite(quick=args.quick, device=args.device,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        models = _model_specs(args)
+        results = run_suite(_bench_settings(args), device=args.device, models=models,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as e:
+        print(f"spec-impl bench: {e}", file=sys.stderr)
+        return 2
     print(format_tables(results))
     if args.json:
         write_json(results, args.json)
@@ -104,18 +135,19 @@ def cmd_bench(args):
 
 
 def _bench_distributed(args):
-    if args.strategy != "mirrored" or args.plot or args.device == "gpu":
+    if args.strategy != "mirrored" or args.plot or args.device == "gpu" or args.model:
         print("spec-impl bench: the distributed table is `--strategy mirrored --devices N` "
-              f"(CPU, in one process, no --plot). Received: --strategy {args.strategy}",
+              f"(CPU, in one process, no --plot or --model). Received: --strategy {args.strategy}",
               file=sys.stderr)
         return 2
     from spec_impl.trainer.distribute import cpu_devices
 
     devices = args.devices or 2
     cpu_devices(devices)  # before anything initialises TensorFlow's devices
-    from spec_impl.bench_suite import format_distributed, run_distributed_suite, write_json
+    from spec_impl.bench.report import format_distributed, write_json
+    from spec_impl.bench.suite import run_distributed_suite
 
-    results = run_distributed_suite(devices, quick=args.quick,
+    results = run_distributed_suite(devices, _bench_settings(args),
                                     log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_distributed(results))
     if args.json:
@@ -125,7 +157,7 @@ def _bench_distributed(args):
 
 
 def cmd_idioms(args):
-    from spec_impl.bench_suite import write_json
+    from spec_impl.bench.report import write_json
     from spec_impl.idioms import format_matrix, matrix
 
     result = matrix()
@@ -177,7 +209,18 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="time eager, tf.function, XLA and fit on this machine")
+    p.add_argument("--model", action="append", default=None, metavar="NAME|MODULE:FUNCTION|FILE.keras",
+                   help="time this model instead of the five workloads (repeatable): a workload "
+                        "name, an importable function returning a Keras model, or a .keras file")
+    p.add_argument("--input-shape", default=None, metavar="D1,D2,...",
+                   help="--model's input shape without the batch axis, if the model has none")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="--model's batch size (default 32)")
+    p.add_argument("--loss", default=None,
+                   help="--model's training loss (a Keras loss name), if it is not compiled with one")
     p.add_argument("--quick", action="store_true", help="fewer rounds and batch sizes")
+    p.add_argument("--smoke", action="store_true",
+                   help="two rounds of one step: checks that everything runs, measures nothing")
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--plot", default=None, help="write a bar chart PNG here")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")

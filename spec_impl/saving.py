@@ -23,6 +23,25 @@ def _check_suffix(path):
         raise ValueError(f"Expected a path ending in '{KERAS_SUFFIX}'. Received: path={path!r}")
 
 
+def write_atomic_text(path, text):
+    """Write `text` to `path` atomically: a temporary file in the same folder (with the
+    permissions the user's umask gives), flushed, then renamed over `path`."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def save_model_atomic(model, path):
     """Save `model` to the `.keras` file `path` atomically.
 

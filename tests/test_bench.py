@@ -1,14 +1,29 @@
-"""The benchmark machinery: workloads, FLOP counting, tables (timing itself lives in benchmarks/)."""
+"""The benchmark machinery: workloads (the registry's and a user's own), FLOP counting, ratios
+with intervals and verdicts, tables and the chart (timing itself lives in benchmarks/)."""
 
+import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl.bench import WORKLOADS, build_workload, make_trainer, step_flops, tracing_count
-from spec_impl.bench_suite import format_tables, plot
+from spec_impl.bench import (
+    WORKLOADS,
+    BenchSettings,
+    WorkloadSpec,
+    build_workload,
+    make_trainer,
+    step_flops,
+    tracing_count,
+)
+from spec_impl.bench.plot import plot, speedups
+from spec_impl.bench.report import format_tables
+from spec_impl.bench.settings import comparisons, runner_names
+from spec_impl.bench.stats import compare, format_ratio, ratio_interval, verdict
 
 MLP_MATMUL_FLOPS = 2 * 32 * (784 * 512 + 512 * 10) * 2 + 2 * 32 * 512 * 10  # fwd + dW + one dX
 
@@ -24,11 +39,12 @@ def test_mlp_step_flops_from_the_graph_match_the_matmuls():
 def test_workload_steps_without_retracing(name):
     workload = build_workload(name)
     trainer = make_trainer(workload, "function")
-    losses = [float(trainer.train_step((workload.x, workload.y))) for _ in range(3)]
-    assert tracing_count(trainer) == 1
-    assert all(np.isfinite(losses))
-    dataset = workload.dataset(2)
-    assert sum(1 for _ in dataset) == 2
+    before = [w.copy() for w in workload.model.get_weights()]
+    for _ in range(3):
+        trainer.train_step((workload.x, workload.y))
+    assert tracing_count(trainer) == 1 and int(trainer.optimizer.iterations) == 3
+    assert all((a != b).any() for a, b in zip(before, workload.model.get_weights()))
+    assert sum(1 for _ in workload.dataset(2)) == 2
 
 
 def test_unknown_workload():
@@ -37,39 +53,149 @@ def test_unknown_workload():
         build_workload("resnet")
 
 
+# ---- ratios: a value, a 95 % interval over the rounds, a verdict ----
+
+def test_a_clear_speed_up_is_faster_and_its_inverse_slower():
+    rng = np.random.default_rng(0)
+    slow = 2.0 + 0.05 * rng.random(9)
+    fast = 1.0 + 0.05 * rng.random(9)
+    value, low, high = ratio_interval(fast, slow)
+    assert value == pytest.approx(np.median(fast) / np.median(slow))
+    assert low <= value <= high < 1 and verdict(low, high) == "faster"
+    assert verdict(*ratio_interval(slow, fast)[1:]) == "slower"
+
+
+def test_ratios_inside_the_noise_are_no_difference():
+    # the same runner timed twice: rounds that scatter by +-20 % around one time
+    rng = np.random.default_rng(1)
+    a, b = 1 + 0.2 * rng.standard_normal(9), 1 + 0.2 * rng.standard_normal(9)
+    value, low, high = ratio_interval(a, b)
+    assert low < 1 < high and verdict(low, high) == "no difference"
+
+
+def test_the_interval_is_reproducible_and_the_record_complete():
+    times = {"loop_k8": [1.0, 1.1, 0.9, 1.05], "fit_k8": [1.2, 1.3, 1.1, 1.25]}
+    record = compare("mnist_mlp", "loop_k8", "fit_k8", times)
+    assert record == compare("mnist_mlp", "loop_k8", "fit_k8", times)  # seeded bootstrap
+    assert set(record) == {"name", "workload", "value", "low", "high", "verdict"}
+    assert record["name"] == "loop_k8 / fit_k8" and record["workload"] == "mnist_mlp"
+    assert format_ratio({"value": 0.97, "low": 0.91, "high": 1.03,
+                         "verdict": "no difference"}) == "0.97 [0.91, 1.03] no difference"
+
+
+def test_unequal_round_counts_are_refused():
+    with pytest.raises(ValueError, match="equal, non-empty lists of round times. Received: 3 and 2"):
+        ratio_interval([1, 2, 3], [1, 2])
+
+
+def test_settings_levels_and_the_fair_comparisons():
+    assert BenchSettings("smoke").rounds("mini_inception") == 2
+    assert BenchSettings("smoke").steps("mnist_mlp", 32) == 32  # a multiple of k
+    with pytest.raises(ValueError, match="level among full, quick, smoke. Received: level='fast'"):
+        BenchSettings("fast")
+    names = runner_names("residual_regressor")
+    assert {"xla_loop_k8", "xla_loop_k32", "fit_xla_k32", "fit_k32", "loop_k32"} <= set(names)
+    pairs = comparisons("residual_regressor")
+    assert ("xla_loop_k32", "fit_k32") in pairs and ("xla_loop_k32", "fit_xla_k32") in pairs
+    # a workload whose step takes about a second stops at k = 8
+    assert "loop_k32" not in runner_names("mini_inception")
+    assert ("xla_loop_k8", "fit_xla_k8") in comparisons("mini_inception")
+
+
 def _row(name, mode, ms):
     return {"workload": name, "mode": mode, "batch_size": 32, "ms_per_step": ms,
             "samples_per_s": 32e3 / ms, "flops_per_step": 10**9, "gflops": 1e6 / ms,
-            "pct_of_peak": 1e6 / ms, "first_call_s": None}
+            "pct_of_peak": 1e6 / ms, "first_call_s": None, "compute_dtype": "float32"}
 
 
-def test_tables_and_plot_show_ratios(tmp_path):
+def test_tables_print_each_ratio_with_its_interval_and_the_chart_is_relative_to_fit(tmp_path):
+    ratio = {"name": "loop_k8 / fit_k8", "workload": "w", "value": 0.8, "low": 0.7, "high": 0.9,
+             "verdict": "faster"}
     results = {
         "machine": {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x", "keras": "3.x",
-                    "device": "cpu"},
-        "peak_gflops": 100.0,
+                    "device": "cpu", "date": "2026-11-23"},
+        "peak_gflops": {"float32": 100.0, "bfloat16": 250.0},
         "train_steps": [_row("w", "eager", 40.0), _row("w", "function", 4.0),
-                        _row("w", "xla", 8.0), _row("w", "loop_k1", 4.5), _row("w", "fit_k1", 5.0),
-                        _row("w", "loop_k8", 2.0), _row("w", "fit_k8", 2.5),
-                        _row("w", "loop_k32", 1.5), _row("w", "fit_k32", 1.5),
-                        _row("mini_inception", "function", 100.0),
-                        _row("mini_inception_mixed_bfloat16", "function", 80.0)],
-        "eval_loop": {"eager": 2.0, "function": 0.5, "evaluate": 0.6,
-                      "speedup_eager_to_function": 4.0, "document_speedup": 2.25},
-        "retracing": {"python_scalar_ms": 5.0, "tensor_ms": 0.5, "scalar_traces": 10,
-                      "tensor_traces": 1, "ratio": 10.0},
-        "scaling": [{"workload": "w", "batch_size": 1, "ms_per_step": 2.0, "samples_per_s": 500}],
+                        _row("w", "fit_k1", 5.0), _row("w", "loop_k8", 2.0),
+                        _row("w", "fit_k8", 2.5)],
+        "ratios": [ratio],
         "seconds": 1.0,
     }
     text = format_tables(results)
-    # The bar chart takes the same results, including a workload timed in one mode only.
-    path = plot(results, str(tmp_path / "bench.png"))
-    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path
-    assert ("eager -> function x10.0; function -> xla x0.50; loop_k1 / fixed-batch step = 1.12; "
-            "loop k1 -> k32 x3.0") in text
-    assert "loop / fit (<= 1: the loop is as fast): k1 0.90, k8 0.80, k32 1.00" in text
-    assert "Mixed precision: mixed_bfloat16 step x1.25 the float32 step" in text
-    assert "Test CPU" in text and "x4.0 (document: 1.80 s -> 0.8 s, x2.25)" in text
+    assert "loop_k8 / fit_k8  0.80 [0.70, 0.90] faster" in text
+    assert "matmul peak float32 100.0, bfloat16 250.0 GFLOP/s" in text and "Test CPU" in text
+    assert speedups(results)["w"] == {"eager": 5.0 / 40.0, "function": 5.0 / 4.0, "fit_k1": 1.0,
+                                      "loop_k8": 5.0 / 2.0, "fit_k8": 2.0}
+    path = plot(results, str(tmp_path / "speedup.png"))
+    assert (tmp_path / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path
+
+
+# ---- a user's own model ----
+
+USER_MODULE = textwrap.dedent("""
+    import keras
+
+    def make():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(3, activation="softmax")])
+
+    def subclassed():
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(2)
+
+            def call(self, x):
+                return self.dense(x)
+
+        return Net()
+""")
+
+
+def _bench(args, tmp_path):
+    (tmp_path / "my_models.py").write_text(USER_MODULE)
+    env = {"PYTHONPATH": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "spec_impl", "bench", "--smoke", *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.slow
+def test_bench_times_a_model_from_a_temporary_module(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _bench(["--model", "my_models:make", "--loss", "sparse_categorical_crossentropy",
+                   "--batch-size", "16", "--json", str(out), "--plot", str(tmp_path / "s.png")],
+                  tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert {r["workload"] for r in results["train_steps"]} == {"my_models:make"}
+    assert [r["mode"] for r in results["train_steps"]] == runner_names("my_models:make")
+    assert all(r["batch_size"] == 16 for r in results["train_steps"])
+    assert [r["name"] for r in results["ratios"]] == [
+        f"{a} / {b}" for a, b in comparisons("my_models:make")]
+    assert {r["verdict"] for r in results["ratios"]} <= {"faster", "slower", "no difference"}
+    assert "eval_loop" not in results  # only the chosen model is timed
+    assert "xla_loop_k32 / fit_xla_k32" in proc.stdout
+
+
+def test_a_user_model_needs_a_loss_and_an_input_shape(tmp_path):
+    proc = _bench(["--model", "my_models:make"], tmp_path)
+    assert proc.returncode == 2
+    assert "not compiled with a loss; pass --loss" in proc.stderr
+    proc = _bench(["--model", "my_models:subclassed", "--loss", "mse"], tmp_path)
+    assert proc.returncode == 2 and "pass --input-shape" in proc.stderr
+    proc = _bench(["--model", "my_models:missing", "--loss", "mse"], tmp_path)
+    assert proc.returncode == 2 and "cannot import missing from my_models" in proc.stderr
+    proc = _bench(["--model", "absent.keras"], tmp_path)
+    assert proc.returncode == 2 and "--model absent.keras: no such .keras file" in proc.stderr
+
+
+def test_labels_fit_the_loss():
+    spec = WorkloadSpec("residual_regressor")
+    workload = spec.build()
+    assert workload.y.dtype == tf.float32  # a regression: normal targets
+    classifier = build_workload("mnist_mlp")
+    assert classifier.y.dtype == tf.int64 and int(tf.reduce_max(classifier.y)) < 10
 
 
 @pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a GPU is present")

@@ -1,0 +1,44 @@
+"""The speed-up chart: each runner's speed relative to `fit_k1`, per workload, on a log axis."""
+
+import numpy as np
+
+SPEEDUP_BASE = "fit_k1"
+CHART_RUNNERS = ("eager", "function", "xla", "loop_k1", "loop_k8", "loop_k32", "fit_k8",
+                 "fit_k32", "xla_loop_k8", "xla_loop_k32", "fit_xla_k8", "fit_xla_k32")
+
+
+def speedups(results):
+    """`{workload: {runner: fit_k1's ms/step / the runner's}}` (> 1: faster than fit_k1)."""
+    ms = {}
+    for row in results["train_steps"]:
+        ms.setdefault(row["workload"], {})[row["mode"]] = row["ms_per_step"]
+    return {name: {runner: runs[SPEEDUP_BASE] / value for runner, value in runs.items()}
+            for name, runs in ms.items() if SPEEDUP_BASE in runs}
+
+
+def plot(results, path):
+    """Write the chart to `path` (PNG); returns `path`."""
+    from spec_impl._plot import new_figure
+
+    table = speedups(results)
+    names = list(table)
+    runners = [r for r in CHART_RUNNERS if any(r in table[n] for n in names)]
+    figure = new_figure((11, 4.8))
+    axes = figure.add_subplot()
+    width = 0.84 / max(1, len(runners))
+    for i, runner in enumerate(runners):
+        # A workload timed without this runner (a slow one stops at k = 8) leaves a gap.
+        values = [table[n].get(runner, np.nan) for n in names]
+        axes.bar(np.arange(len(names)) + (i - (len(runners) - 1) / 2) * width, values, width,
+                 label=runner)
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_xticks(np.arange(len(names)), labels=names, rotation=12)
+    axes.set_yscale("log")
+    axes.set_ylabel(f"speed relative to {SPEEDUP_BASE} (log; > 1 faster)")
+    m = results["machine"]
+    axes.set_title(f"Training speed per step against fit: {m['cpu']}, {m['cores']} cores, "
+                   f"TF {m['tensorflow']}, {m.get('date', '')}", fontsize=9)
+    axes.legend(ncol=4, fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

@@ -1,0 +1,102 @@
+"""The tables `spec-impl bench` prints, and its JSON."""
+
+from spec_impl.bench.settings import EVAL_BATCH, EVAL_SAMPLES
+from spec_impl.bench.stats import format_ratio
+from spec_impl.saving import write_atomic_text
+
+
+def _fmt(value, pattern):
+    return "-" if value is None else pattern.format(value)
+
+
+def _machine_line(results):
+    m = results["machine"]
+    line = (f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, "
+            f"Keras {m['keras']}, device {m.get('device', 'cpu')}, {m.get('date', '')}")
+    peak = results.get("peak_gflops")
+    if peak:
+        line += "; matmul peak " + ", ".join(f"{d} {g:.1f}" for d, g in peak.items()) + " GFLOP/s"
+    return line
+
+
+def format_ratios(ratios, workload):
+    """One line per comparison of `workload`: `name  value [low, high] verdict`."""
+    width = max((len(r["name"]) for r in ratios if r["workload"] == workload), default=0)
+    return [f"    {r['name']:<{width}}  {format_ratio(r)}" for r in ratios
+            if r["workload"] == workload]
+
+
+def _step_table(rows, ratios, name):
+    first = rows[0]
+    lines = [f"{name} (batch {first['batch_size']}, {_fmt(first['flops_per_step'], '{:,}')} "
+             f"FLOPs/step, computes in {first.get('compute_dtype', 'float32')})",
+             f"  {'runner':<14}{'ms/step':>10}{'samples/s':>12}{'GFLOP/s':>10}{'% peak':>8}"
+             f"{'first call s':>14}"]
+    for r in rows:
+        lines.append(f"  {r['mode']:<14}{r['ms_per_step']:>10.3f}{r['samples_per_s']:>12.0f}"
+                     f"{_fmt(r['gflops'], '{:.1f}'):>10}{_fmt(r['pct_of_peak'], '{:.0f}%'):>8}"
+                     f"{_fmt(r.get('first_call_s'), '{:.2f}'):>14}")
+    lines.append("  time ratios (< 1: the first is faster), 95 % interval over the rounds:")
+    return lines + format_ratios(ratios, name) + [""]
+
+
+def format_tables(results):
+    """One table per workload with its ratios, then precision, evaluation loop, retracing and
+    scaling where the run measured them."""
+    lines = [_machine_line(results), ""]
+    by_workload = {}
+    for row in results["train_steps"]:
+        by_workload.setdefault(row["workload"], []).append(row)
+    ratios = results.get("ratios", [])
+    for name, rows in by_workload.items():
+        lines += _step_table(rows, ratios, name)
+    if "precision" in results:
+        lines.append("Mixed precision: the function-mode step, interleaved with float32's")
+        for r in results["precision"]:
+            lines.append(f"  {r['workload']:<32}{r['ms_per_step']:>10.2f} ms/step, "
+                         f"{_fmt(r['pct_of_peak'], '{:.0f}%')} of the {r['compute_dtype']} peak")
+        lines += format_ratios(ratios, "mini_inception") + [""]
+    if "eval_loop" in results:
+        e = results["eval_loop"]
+        lines += [f"Evaluation loop (document 002: {EVAL_SAMPLES:,} samples, batch {EVAL_BATCH}, "
+                  f"MLP; document: 1.80 s -> 0.8 s, x{e['document_speedup']:.2f})",
+                  f"  eager {e['eager']:.2f} s, function {e['function']:.2f} s, "
+                  f"model.evaluate {e['evaluate']:.2f} s"]
+        lines += format_ratios(ratios, "eval_loop") + [""]
+    if "retracing" in results:
+        t = results["retracing"]
+        lines += ["Retracing (document 003): a tf.function called with new Python scalars vs "
+                  "tensors",
+                  f"  {t['python_scalar_ms']:.2f} ms/call ({t['scalar_traces']} traces) vs "
+                  f"{t['tensor_ms']:.3f} ms/call ({t['tensor_traces']} trace)"]
+        lines += format_ratios(ratios, "retracing") + [""]
+    if "scaling" in results:
+        lines.append("Scaling (function mode): batch -> ms/step, samples/s")
+        for name in dict.fromkeys(r["workload"] for r in results["scaling"]):
+            cells = [f"{r['batch_size']}: {r['ms_per_step']:.2f} ms, {r['samples_per_s']:.0f}/s"
+                     for r in results["scaling"] if r["workload"] == name]
+            lines.append(f"  {name}: " + "; ".join(cells))
+    lines.append(f"\n(suite took {results['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def format_distributed(results):
+    """The distributed table: ms/step, samples/s and the time ratio against no strategy."""
+    lines = [_machine_line(results), "",
+             "Distributed: the package's loop (function mode) under MirroredStrategy, one global "
+             "batch; time ratios against no strategy with their 95 % interval",
+             f"  {'workload':<16}{'replicas':>9}{'ms/step':>10}{'samples/s':>11}"]
+    for r in results["distributed"]:
+        replicas = "none" if r["replicas"] is None else str(r["replicas"])
+        lines.append(f"  {r['workload']:<16}{replicas:>9}{r['ms_per_step']:>10.2f}"
+                     f"{r['samples_per_s']:>11.0f}")
+    for name in dict.fromkeys(r["workload"] for r in results["distributed"]):
+        lines += [f"  {name}:"] + format_ratios(results["ratios"], name)
+    lines.append(f"\n(suite took {results['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def write_json(results, path):
+    import json
+
+    write_atomic_text(path, json.dumps(results, indent=2, default=float))

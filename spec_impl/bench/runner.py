@@ -1,0 +1,191 @@
+"""The one timing method of `spec-impl bench` and `pytest benchmarks`.
+
+Runners are callables that each run a fixed number of training steps and wait for the last one
+(`float(loss)`). `interleaved` warms every runner up outside the timed region (tracing, XLA
+compilation), then times them in alternation, round by round, so that a machine whose speed
+drifts during the run biases none; comparisons are ratios of medians over those rounds with a
+bootstrap interval (`spec_impl.bench.stats`). FLOPs per step come from TensorFlow's profiler on
+the traced step; the machine's peak is a large matmul in each compute dtype, timed in the same
+run, so "% of peak" compares like with like.
+"""
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spec_impl.bench.settings import DISTRIBUTED_BATCH, EVAL_BATCH, EVAL_SAMPLES, PEAK_MATMUL_N
+from spec_impl.bench.workloads import build_workload
+from spec_impl.trainer.data import dataset_steps
+from spec_impl.trainer.engine import Trainer
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(runners, rounds, warmup=1):
+    """`{name: [seconds of round 1, ...]}`: each runner of `runners` (`{name: callable}`) called
+    `warmup` times untimed, then once per round, the runners in turn within each round."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            times[name].append(timed(run))
+    return times
+
+
+def median_seconds(fn, rounds, warmup=1):
+    """Median wall time of `fn()` over `rounds` calls, after `warmup` untimed calls."""
+    return statistics.median(interleaved({"fn": fn}, rounds, warmup)["fn"])
+
+
+def make_trainer(workload, mode, steps_per_execution=1, strategy=None):
+    """A `Trainer` in `mode` with a fresh Adam optimizer, built and ready to step (under
+    `strategy`, whose scope must hold the workload's model)."""
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        optimizer = keras.optimizers.Adam(1e-4)
+    trainer = Trainer(workload.model, loss=workload.loss, optimizer=optimizer, mode=mode,
+                      steps_per_execution=steps_per_execution, strategy=strategy)
+    return trainer.build(workload.element_spec())
+
+
+def distributed_trainer(name, replicas=None):
+    """`(workload, trainer)` of `name` at the global batch `DISTRIBUTED_BATCH`, in function mode,
+    under `MirroredStrategy` on `replicas` devices (`None`: no strategy)."""
+    from spec_impl.trainer.distribute import make_strategy
+
+    strategy = None if replicas is None else make_strategy("mirrored", replicas)
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        workload = build_workload(name, DISTRIBUTED_BATCH)
+    return workload, make_trainer(workload, "function", strategy=strategy)
+
+
+def same_batch_runner(trainer, workload, steps):
+    """A callable running the train step alone `steps` times on the workload's one batch."""
+    def run():
+        for _ in range(steps):
+            float(trainer.train_step((workload.x, workload.y)))  # float(): wait for the step
+
+    return run
+
+
+def loop_runner(trainer, dataset):
+    """A callable running the custom loop over `dataset` as `train` does: one call of
+    `train_function` per `steps_per_execution` batches (in `xla` mode with k > 1, one XLA
+    program per group of k), completion forced once at the end."""
+    steps, k = dataset_steps(dataset), trainer.steps_per_execution
+    grouped = trainer.group_function is not None
+
+    def run():
+        iterator = trainer.iterator(dataset)  # distributed under a strategy
+        first = 0
+        if grouped:  # every batch here is full: all whole groups of k, then the rest
+            first = steps - steps % k
+            for _ in range(first // k):
+                trainer.group_function(iterator)
+        for start in range(first, steps, k):
+            trainer.train_function(iterator, trainer.steps_tensor(min(k, steps - start)))
+        float(trainer.last_loss.numpy())  # wait for the last step
+
+    return run
+
+
+def fit_runner(workload, dataset, steps_per_execution=1, jit_compile=False):
+    """A callable running one `model.fit` epoch over `dataset` (the model compiled here: give
+    each fit runner a workload of its own)."""
+    model = workload.model
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=workload.loss,
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    return lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+
+def rates(seconds, batch_size, flops, peak):
+    """The figures of one step that took `seconds`: ms/step, samples/s, and, where the step's
+    FLOPs are known, GFLOP/s and the share of the measured matmul `peak` (GFLOP/s)."""
+    gflops = flops / seconds / 1e9 if flops else None
+    return {"ms_per_step": 1e3 * seconds, "samples_per_s": batch_size / seconds,
+            "gflops": gflops, "pct_of_peak": None if gflops is None or not peak
+            else 100 * gflops / peak}
+
+
+def tracing_count(trainer):
+    """Traces of the train step so far (0 in eager mode)."""
+    fn = trainer.train_step
+    return fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else 0
+
+
+def step_flops(trainer, workload):
+    """Floating-point operations of one training step, from the profiler on a fixed-shape
+    trace, or `None` where the profiler cannot count the model's step."""
+    from tensorflow.python.profiler.model_analyzer import profile
+    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
+    from tensorflow.python.util import deprecation
+
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                  (workload.x, workload.y))
+    try:
+        graph = tf.function(trainer._train_step).get_concrete_function(specs).graph
+        options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
+        with deprecation.silence():  # the TF1 profiler warns of its own TF1 helpers
+            return int(profile(graph, options=options).total_float_ops) or None
+    except (ValueError, TypeError, tf.errors.OpError):
+        return None
+
+
+def peak_gflops(dtype="float32", n=PEAK_MATMUL_N, rounds=5):
+    """GFLOP/s of an n x n matmul in `dtype`: this machine's reference peak, measured now (a
+    CPU without bfloat16 instructions runs the bfloat16 one far slower)."""
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.cast(a @ b, tf.float32)))
+    seconds = median_seconds(lambda: float(matmul(a, b)), rounds)
+    return 2 * n**3 / seconds / 1e9
+
+
+def peaks(device="cpu"):
+    """`{compute dtype: peak GFLOP/s}`: float32 and bfloat16, and float16 on a GPU."""
+    dtypes = ("float32", "bfloat16", "float16") if device == "gpu" else ("float32", "bfloat16")
+    return {dtype: peak_gflops(dtype) for dtype in dtypes}
+
+
+def eval_data(seed=0):
+    """Document 002's evaluation set: `EVAL_SAMPLES` MNIST-sized samples as arrays `x`, `y` and
+    as a dataset batched by `EVAL_BATCH`."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((EVAL_SAMPLES, 784)).astype("float32")
+    y = rng.integers(0, 10, EVAL_SAMPLES)
+    return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH)
+
+
+def machine_info(device="cpu"):
+    cpu = platform.processor() or platform.machine()
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        flags = {flag for line in lines if line.startswith("flags")
+                 for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "device": device,
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "date": time.strftime("%Y-%m-%d")}
+    if device == "gpu":
+        gpus = tf.config.list_physical_devices("GPU")
+        info["gpu"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                       for g in gpus]
+        info["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
+    return info

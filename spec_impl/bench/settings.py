@@ -1,0 +1,103 @@
+"""Every benchmark setting, in one place, for `spec-impl bench` and `pytest benchmarks` alike.
+
+A `BenchSettings` says how long to measure (rounds, warm-ups, batches per round); the constants
+say what to measure (workloads, batch sizes, steps per call, comparisons).
+"""
+
+from dataclasses import dataclass
+
+from spec_impl._validation import MODES
+
+# Models of the registry (`spec_impl.registry.MODELS`) that the suite times, at these batch sizes.
+WORKLOADS = ("residual_regressor", "mnist_mlp", "sequential_cnn", "mini_inception",
+             "ticket_classifier")
+DEFAULT_BATCH = {"residual_regressor": 32, "mnist_mlp": 32, "sequential_cnn": 128,
+                 "mini_inception": 32, "ticket_classifier": 32}
+USER_BATCH = 32  # `--model` without `--batch-size`
+# (batches per timed round at one step per call, rounds) per workload; a user model gets the
+# cheap workloads' plan. A round at steps_per_execution k runs a multiple of k batches.
+PLAN = {"residual_regressor": (32, 9), "mnist_mlp": (32, 9), "sequential_cnn": (8, 5),
+        "mini_inception": (3, 3), "ticket_classifier": (16, 7)}
+USER_PLAN = (16, 7)
+STEPS_PER_EXECUTION = (1, 8, 32)  # loop and fit, each at these k
+XLA_LOOP_K = (8, 32)  # mode="xla": the k-step loop as one XLA program
+# A workload whose step takes about a second stops at k = 8: a round of 32 steps would take
+# minutes per runner.
+SLOW_WORKLOADS = {"mini_inception": (1, 8)}
+PEAK_MATMUL_N = 2048
+EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
+DOC_EVAL_SPEEDUP = 1.80 / 0.8  # document 002: 1.80 s eagerly, 0.8 s with tf.function
+SCALING = {"mnist_mlp": (1, 8, 32, 128, 256), "mini_inception": (1, 8, 32, 64)}  # batch sizes
+QUICK_SCALING = {"mnist_mlp": (1, 32, 256), "mini_inception": (1, 32)}  # --quick
+GPU_MIXED_BATCH = 256  # document 000 trained MiniInception in mixed_float16 at batch 256
+DISTRIBUTED_WORKLOADS = ("mnist_mlp", "mini_inception")  # timed under MirroredStrategy
+DISTRIBUTED_BATCH = 32  # the global batch, the same for every number of replicas (divides by 4)
+REPLICAS = (1, 2, 4)  # `spec-impl bench --strategy mirrored --devices N` times those <= N
+CONFIDENCE = 0.95  # of the interval of every ratio
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def step_counts(name):
+    """The steps per call a workload is timed at (the slow ones stop at 8)."""
+    return SLOW_WORKLOADS.get(name, STEPS_PER_EXECUTION)
+
+
+def runner_names(name):
+    """Every runner of a workload's table, in table order."""
+    ks = step_counts(name)
+    names = [*MODES]
+    for k in ks:
+        names += [f"loop_k{k}", f"fit_k{k}"]
+        if k in XLA_LOOP_K:
+            names.append(f"xla_loop_k{k}")
+    names.append(f"fit_xla_k{ks[-1]}")  # fit(jit_compile=True) at the largest k: the fair rival
+    return names
+
+
+def comparisons(name):
+    """`(numerator, denominator)` runner pairs whose time ratio gets an interval and a verdict
+    (a ratio below 1: the numerator is faster)."""
+    ks = step_counts(name)
+    pairs = [("function", "eager"), ("xla", "function")]
+    pairs += [(f"loop_k{k}", f"fit_k{k}") for k in ks]
+    pairs += [(f"loop_k{ks[-1]}", "loop_k1")]
+    for k in ks:
+        if k in XLA_LOOP_K:
+            pairs += [(f"xla_loop_k{k}", f"loop_k{k}"), (f"xla_loop_k{k}", f"fit_k{k}")]
+    top = ks[-1]
+    if top in XLA_LOOP_K:
+        pairs.append((f"xla_loop_k{top}", f"fit_xla_k{top}"))
+    pairs.append((f"fit_xla_k{top}", f"fit_k{top}"))
+    return pairs
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How long to measure.
+
+    Args:
+        level: `"full"` (the plan's rounds), `"quick"` (about half the rounds, a smaller
+            scaling sweep) or `"smoke"` (two rounds of one step per call: everything runs,
+            nothing is measured; what CI's untimed benchmarks use).
+        warmup: untimed calls of each runner before the rounds (tracing, XLA compilation).
+    """
+
+    level: str = "full"
+    warmup: int = 1
+
+    def __post_init__(self):
+        if self.level not in ("full", "quick", "smoke"):
+            raise ValueError(f"Expected a level among full, quick, smoke. Received: level={self.level!r}")
+
+    def rounds(self, name):
+        rounds = PLAN.get(name, USER_PLAN)[1]
+        return {"full": rounds, "quick": max(3, rounds // 2), "smoke": 2}[self.level]
+
+    def steps(self, name, k=1):
+        """Batches per timed round of `name` at steps_per_execution `k` (a multiple of k)."""
+        steps = 1 if self.level == "smoke" else PLAN.get(name, USER_PLAN)[0]
+        return steps if k == 1 else k * -(-steps // k)
+
+    @property
+    def scaling(self):
+        return SCALING if self.level == "full" else QUICK_SCALING

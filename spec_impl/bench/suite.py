@@ -1,0 +1,296 @@
+"""What `spec-impl bench` measures, workload by workload, and the whole run.
+
+Each measurement builds its runners, times them interleaved (`runner.interleaved`) and returns
+rows (ms/step, samples/s, GFLOP/s, % of the peak of the row's compute dtype) and ratios, each
+with an interval and a verdict (`stats.compare`). The pytest-benchmark suite calls the same
+functions with the same `BenchSettings`.
+"""
+
+import statistics
+import time
+
+import tensorflow as tf
+
+from spec_impl._validation import MODES
+from spec_impl.bench import stats
+from spec_impl.bench.runner import (
+    distributed_trainer,
+    eval_data,
+    fit_runner,
+    interleaved,
+    loop_runner,
+    machine_info,
+    make_trainer,
+    peaks,
+    rates,
+    same_batch_runner,
+    step_flops,
+    timed,
+    tracing_count,
+)
+from spec_impl.bench.settings import (
+    DISTRIBUTED_BATCH,
+    DISTRIBUTED_WORKLOADS,
+    DOC_EVAL_SPEEDUP,
+    EVAL_BATCH,
+    GPU_MIXED_BATCH,
+    REPLICAS,
+    WORKLOADS,
+    BenchSettings,
+    comparisons,
+    runner_names,
+    step_counts,
+)
+from spec_impl.bench.workloads import WorkloadSpec, build_workload
+from spec_impl.trainer.precision import global_policy
+
+
+def _compute_dtype(model):
+    """The dtype the model's layers compute in (`bfloat16` under `mixed_bfloat16`)."""
+    return model.dtype_policy.compute_dtype
+
+
+def _runners(spec, settings, log):
+    """`({name: runner}, {name: steps per call of it}, first-call seconds, workload, flops)`."""
+    workload = spec.build()
+    name = workload.name
+    runners, steps, first = {}, {}, {}
+    flops = None
+    for mode in MODES:
+        trainer = make_trainer(workload, mode)
+        first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))))
+        if flops is None:
+            flops = step_flops(trainer, workload)
+        steps[mode] = settings.steps(name)
+        runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer, mode)
+    for runner in runner_names(name)[len(MODES):]:
+        kind, _, k = runner.rpartition("_k")
+        k = int(k)
+        steps[runner] = settings.steps(name, k)
+        dataset = workload.dataset(steps[runner])
+        if kind in ("fit", "fit_xla"):
+            own = spec.build()  # fit compiles the model: each fit runner gets its own
+            runners[runner] = fit_runner(own, own.dataset(steps[runner]), k, kind == "fit_xla")
+        else:
+            trainer = make_trainer(workload, "xla" if kind == "xla_loop" else "function", k)
+            runners[runner] = loop_runner(trainer, dataset)
+    log(f"  {len(runners)} runners, {settings.rounds(name)} rounds")
+    return runners, steps, first, workload, flops
+
+
+def _checked(run, trainer, mode):
+    """`run`, failing if the step retraces once it has been traced (the timing would include
+    tracing)."""
+    traces = [None]
+
+    def checked():
+        run()
+        count = tracing_count(trainer)
+        if traces[0] is not None and count != traces[0]:
+            raise RuntimeError(f"the {mode} step retraced after its first call")
+        traces[0] = count
+
+    return checked
+
+
+def _rows(name, times, steps, batch_size, flops, peak, extra=None):
+    rows = []
+    for runner, seconds in times.items():
+        median = statistics.median(t / steps[runner] for t in seconds)
+        k = int(runner.rpartition("_k")[2]) if "_k" in runner else 1
+        rows.append({"workload": name, "mode": runner, "batch_size": batch_size,
+                     "steps_per_execution": k, "flops_per_step": flops,
+                     **rates(median, batch_size, flops, peak), **(extra or {})})
+    return rows
+
+
+def per_step(times, steps):
+    return {runner: [t / steps[runner] for t in seconds] for runner, seconds in times.items()}
+
+
+def measure_workload(spec, settings, peak_by_dtype, log=print):
+    """Rows and ratios of one workload (`WorkloadSpec`): its step in each mode on one batch,
+    the loop and `fit` at each steps per call, the XLA loop and `fit(jit_compile=True)`."""
+    runners, steps, first, workload, flops = _runners(spec, settings, log)
+    name = workload.name
+    times = interleaved(runners, settings.rounds(name), settings.warmup)
+    peak = peak_by_dtype.get(_compute_dtype(workload.model))
+    rows = _rows(name, times, steps, workload.batch_size, flops, peak,
+                 {"compute_dtype": _compute_dtype(workload.model)})
+    for row in rows:
+        row["first_call_s"] = first.get(row["mode"])
+    step_times = per_step(times, steps)
+    ratios = [stats.compare(name, a, b, step_times) for a, b in comparisons(name)]
+    return rows, ratios
+
+
+def measure_precision(name, policy, settings, peak_by_dtype, batch_size=None):
+    """The function-mode step of `name` in float32 and under `policy`, interleaved: rows and
+    the ratio `<policy> / float32`."""
+    workloads, runners = {}, {}
+    for label in ("float32", policy):
+        with global_policy(label):
+            workload = build_workload(name, batch_size)
+        trainer = make_trainer(workload, "function")
+        workloads[label] = (workload, trainer)
+        runners[label] = same_batch_runner(trainer, workload, settings.steps(name))
+    times = interleaved(runners, settings.rounds(name), settings.warmup)
+    steps = dict.fromkeys(runners, settings.steps(name))
+    rows = []
+    for label, (workload, trainer) in workloads.items():
+        dtype = _compute_dtype(workload.model)
+        rows += _rows(f"{name}_{label}", {"function": times[label]}, {"function": steps[label]},
+                      workload.batch_size, step_flops(trainer, workload),
+                      peak_by_dtype.get(dtype), {"compute_dtype": dtype})
+    step_times = per_step(times, steps)
+    return rows, [stats.compare(name, policy, "float32", step_times)]
+
+
+def bench_eval_loop(settings):
+    """Document 002's evaluation loop: 10,000 samples, batch 32, the MNIST MLP, eagerly, in a
+    `tf.function` and with `model.evaluate`, interleaved."""
+    workload = build_workload("mnist_mlp", EVAL_BATCH)
+    x, y, dataset = eval_data()
+    if settings.level == "smoke":
+        x, y, dataset = x[:256], y[:256], dataset.take(8)
+    runners = {}
+    for mode in ("eager", "function"):
+        trainer = make_trainer(workload, mode)
+        runners[mode] = lambda t=trainer: t.evaluate(dataset)
+    model = build_workload("mnist_mlp", EVAL_BATCH).model
+    model.compile(loss="sparse_categorical_crossentropy")
+    runners["evaluate"] = lambda: model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0)
+    times = interleaved(runners, 2 if settings.level != "full" else 5, settings.warmup)
+    result = {mode: statistics.median(t) for mode, t in times.items()}
+    result["document_speedup"] = DOC_EVAL_SPEEDUP
+    return result, [stats.compare("eval_loop", "function", "eager", times),
+                    stats.compare("eval_loop", "function", "evaluate", times)]
+
+
+def bench_retracing(settings, calls=10):
+    """Per-call cost of a `tf.function` fed new Python scalars (a trace each) vs tensors."""
+    from spec_impl.autodiff import cube
+
+    tensors = tf.function(cube)
+    counter = iter(range(10**9))
+    scalar_fns = []
+
+    def python_scalars():
+        fn = tf.function(cube)  # a fresh function: every call below traces
+        scalar_fns.append(fn)
+        for _ in range(calls):
+            float(fn(next(counter)))
+
+    def tensor_calls():
+        for i in range(calls):
+            float(tensors(tf.constant(float(i))))
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # the retracing this measures on purpose is not a warning here
+    try:
+        times = interleaved({"python_scalar": python_scalars, "tensor": tensor_calls},
+                            3 if settings.level != "full" else 5, warmup=1)
+    finally:
+        logger.setLevel(level)
+    result = {"python_scalar_ms": 1e3 * statistics.median(times["python_scalar"]) / calls,
+              "tensor_ms": 1e3 * statistics.median(times["tensor"]) / calls,
+              "scalar_traces": scalar_fns[-1].experimental_get_tracing_count(),
+              "tensor_traces": tensors.experimental_get_tracing_count()}
+    return result, [stats.compare("retracing", "python_scalar", "tensor", times)]
+
+
+def bench_scaling(settings):
+    """ms/step of the loop (function mode) at each batch size of `settings.scaling`."""
+    rows = []
+    for name, sizes in settings.scaling.items():
+        for b in sizes:
+            workload = build_workload(name, b)
+            trainer = make_trainer(workload, "function")
+            steps = settings.steps(name)
+            times = interleaved({"loop": loop_runner(trainer, workload.dataset(steps))},
+                                min(3, settings.rounds(name)), settings.warmup)["loop"]
+            seconds = statistics.median(times) / steps
+            rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
+                         "samples_per_s": b / seconds})
+    return rows
+
+
+def bench_distributed(settings, devices, log=print):
+    """Rows and ratios of the distributed table: each of `DISTRIBUTED_WORKLOADS` with no
+    strategy and on 1, 2, ... `devices` mirrored devices, at one global batch, interleaved."""
+    rows, ratios = [], []
+    replicas = tuple(n for n in REPLICAS if n < devices) + (devices,)
+    for name in DISTRIBUTED_WORKLOADS:
+        log(f"timing {name} with no strategy and on {', '.join(map(str, replicas))} replicas ...")
+        steps = settings.steps(name)
+        runners = {}
+        for n in (None, *replicas):
+            workload, trainer = distributed_trainer(name, n)
+            runners["none" if n is None else f"replicas_{n}"] = loop_runner(
+                trainer, workload.dataset(steps))
+        times = interleaved(runners, settings.rounds(name), settings.warmup)
+        step_times = {k: [t / steps for t in v] for k, v in times.items()}
+        for key, values in step_times.items():
+            seconds = statistics.median(values)
+            rows.append({"workload": name, "replicas": None if key == "none" else int(key[9:]),
+                         "batch_size": DISTRIBUTED_BATCH, "ms_per_step": 1e3 * seconds,
+                         "samples_per_s": DISTRIBUTED_BATCH / seconds})
+            if key != "none":
+                ratios.append(stats.compare(name, key, "none", step_times))
+    return rows, ratios
+
+
+def run_distributed_suite(devices, settings=None, log=print):
+    """`spec-impl bench --strategy mirrored --devices N`: the distributed table alone."""
+    settings = settings or BenchSettings()
+    start = time.perf_counter()
+    rows, ratios = bench_distributed(settings, devices, log)
+    return {"machine": machine_info("cpu"), "level": settings.level, "distributed": rows,
+            "ratios": ratios, "seconds": time.perf_counter() - start}
+
+
+def run_suite(settings=None, device="cpu", models=None, log=print):
+    """Run everything on `device`; returns the results as a JSON-ready dict.
+
+    Args:
+        settings: how long to measure.
+        device: `"cpu"` or `"gpu"`.
+        models: `WorkloadSpec`s to time instead of the five workloads (then only their tables
+            and ratios are measured).
+    """
+    settings = settings or BenchSettings()
+    start = time.perf_counter()
+    specs = models or [WorkloadSpec(name) for name in WORKLOADS]
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        peak = peaks(device)
+        results = {"machine": machine_info(device), "level": settings.level,
+                   "peak_gflops": peak, "train_steps": [], "ratios": []}
+        log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
+        for spec in specs:
+            log(f"timing {spec.name} at steps per call {step_counts(spec.name)} ...")
+            rows, ratios = measure_workload(spec, settings, peak, log)
+            results["train_steps"] += rows
+            results["ratios"] += ratios
+        if models is None:
+            _extras(results, settings, device, peak, log)
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def _extras(results, settings, device, peak, log):
+    """Mixed precision, the evaluation loop, retracing and batch scaling (the default run)."""
+    # Document 000 trained MiniInception in mixed_float16 at batch 256 on a GPU; a CPU has no
+    # fast float16, and bfloat16 is fast only where the CPU has bfloat16 instructions.
+    policy, batch = (("mixed_float16", GPU_MIXED_BATCH) if device == "gpu"
+                     else ("mixed_bfloat16", None))
+    log(f"timing mini_inception in {policy} against float32 ...")
+    rows, ratios = measure_precision("mini_inception", policy, settings, peak, batch)
+    results["precision"] = rows
+    results["ratios"] += ratios
+    log("timing the evaluation loop, retracing and batch scaling ...")
+    results["eval_loop"], ratios = bench_eval_loop(settings)
+    results["ratios"] += ratios
+    results["retracing"], ratios = bench_retracing(settings)
+    results["ratios"] += ratios
+    results["scaling"] = bench_scaling(settings)
