@@ -5,6 +5,8 @@ feature-extraction extension, the same classifier as a subclassed model, a `Clas
 inside a Functional model, and the MNIST MLP used for the built-in loops.
 """
 
+import copy
+
 import keras
 from keras import layers
 
@@ -144,6 +146,50 @@ class Classifier(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def binary_classifier(input_dim=64, dtype=None):
+    """A Functional binary classifier: `(batch, input_dim)` -> Dense(1, sigmoid), `input_dim + 1`
+    parameters; its output layer computes in float32 under a mixed `dtype`."""
+    check_positive_int("input_dim", input_dim)
+    inputs = keras.Input(shape=(input_dim,))
+    outputs = layers.Dense(1, activation="sigmoid", dtype=output_dtype(dtype))(inputs)
+    return keras.Model(inputs, outputs, name="binary_classifier")
+
+
+@serializable
+class FunctionalHeadModel(keras.Model):
+    """The other direction of mixing the APIs: a subclassed model that uses a Functional model
+    as a sub-model (document 002 composes a Functional model around the subclassed `Classifier`;
+    its chapter also shows this one). Dense(64, relu) -> `binary_classifier(64)`: 321 parameters
+    on 3 features.
+
+    Args:
+        units: width of the hidden layer (the Functional classifier's input).
+        classifier: the Functional sub-model (default: `binary_classifier(units)`); restored from
+            its own config on reload.
+
+    Input shape:
+        `(batch, features)`.
+
+    Output shape:
+        `(batch, 1)`: the probability of the positive class.
+    """
+
+    def __init__(self, units=64, classifier=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = check_positive_int("units", units)
+        self.dense = layers.Dense(units, activation="relu", **inner(self))
+        if isinstance(classifier, dict):  # from get_config (deserializing consumes the dict)
+            classifier = keras.saving.deserialize_keras_object(copy.deepcopy(classifier))
+        self.classifier = classifier or binary_classifier(units, dtype=self.dtype_policy)
+
+    def call(self, inputs):
+        return self.classifier(self.dense(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "classifier": keras.saving.serialize_keras_object(self.classifier)}
 
 
 def get_mnist_model(input_dim=28 * 28, num_classes=10, dropout=0.5):

@@ -8,6 +8,7 @@ import pytest
 from spec_impl import (
     Classifier,
     CustomerTicketModel,
+    FunctionalHeadModel,
     add_difficulty_head,
     get_mnist_model,
     load_dataset,
@@ -154,6 +155,23 @@ def test_classifier_contract(tmp_path):
     run_layer_test(lambda **kw: Classifier(3, **kw), x, (3,), tmp_path=tmp_path,
                    expected_float32_layers=1,
                    expected_num_trainable_weights=2, expected_num_params=6 * 3 + 3)
+
+
+FUNCTIONAL_HEAD_PARAMS = 321  # the chapter: 3 features -> Dense(64) 256 + binary classifier 65
+
+
+def test_a_subclassed_model_around_a_functional_sub_model(tmp_path):
+    model = FunctionalHeadModel()
+    x = np.random.default_rng(0).random((4, 3), dtype=np.float32)
+    assert model(x).shape == (4, 1)
+    assert model.count_params() == FUNCTIONAL_HEAD_PARAMS
+    assert type(model.classifier).__name__ == "Functional"
+    assert model.classifier.count_params() == 64 + 1
+    # Under a mixed policy two layers stay in float32: the output Dense, as every model's, and
+    # the Functional sub-model that holds it (a Functional model takes no dtype policy).
+    run_layer_test(lambda **kw: FunctionalHeadModel(**kw), x, (1,), tmp_path=tmp_path,
+                   expected_float32_layers=2, expected_num_trainable_weights=4,
+                   expected_num_params=FUNCTIONAL_HEAD_PARAMS)
 
 
 def test_classifier_refuses_fewer_than_two_classes():
