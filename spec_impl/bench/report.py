@@ -55,7 +55,7 @@ def format_tables(results):
         for r in results["precision"]:
             lines.append(f"  {r['workload']:<32}{r['ms_per_step']:>10.2f} ms/step, "
                          f"{_fmt(r['pct_of_peak'], '{:.0f}%')} of the {r['compute_dtype']} peak")
-        lines += format_ratios(ratios, "mini_inception") + [""]
+        lines += format_ratios(ratios, "mini_inception:precision") + [""]
     if "eval_loop" in results:
         e = results["eval_loop"]
         lines += [f"Evaluation loop (document 002: {EVAL_SAMPLES:,} samples, batch {EVAL_BATCH}, "

@@ -143,7 +143,7 @@ def measure_precision(name, policy, settings, peak_by_dtype, batch_size=None):
                       workload.batch_size, step_flops(trainer, workload),
                       peak_by_dtype.get(dtype), {"compute_dtype": dtype})
     step_times = per_step(times, steps)
-    return rows, [stats.compare(name, policy, "float32", step_times)]
+    return rows, [stats.compare(f"{name}:precision", policy, "float32", step_times)]
 
 
 def bench_eval_loop(settings):
