@@ -56,9 +56,11 @@ def run(n, mode, k, tmp_path=None, **kwargs):
 
 
 # 330 samples: 11 batches, the last of 10. k = 4: groups of batches 1-4 and 5-8, then 3 steps
-# one by one (the partial batch among them). k = 5: 2 groups, then 1 step.
+# one by one (the partial batch among them). k = 5: 2 groups, then the partial batch.
+# 320 samples, k = 5: 10 full batches, 2 groups and nothing step by step.
 # 100 samples, k = 8: 4 batches, no full group: every step one by one.
-@pytest.mark.parametrize("n, k", [(330, 4), (330, 5), (100, 8)], ids=["n330-k4", "n330-k5", "n100-k8"])
+@pytest.mark.parametrize("n, k", [(330, 4), (330, 5), (320, 5), (100, 8)],
+                         ids=["n330-k4", "n330-k5", "n320-k5", "n100-k8"])
 def test_xla_groups_equal_function_mode(n, k, tmp_path):
     reference, ref_history, ref_calls = run(n, "function", k, tmp_path)
     model, history, calls = run(n, "xla", k, tmp_path)

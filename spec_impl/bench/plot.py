@@ -1,5 +1,6 @@
 """The speed-up chart: each runner's speed relative to `fit_k1`, per workload, on a log axis."""
 
+import matplotlib
 import numpy as np
 
 SPEEDUP_BASE = "fit_k1"
@@ -26,11 +27,12 @@ def plot(results, path):
     figure = new_figure((11, 4.8))
     axes = figure.add_subplot()
     width = 0.84 / max(1, len(runners))
+    colours = matplotlib.colormaps["tab20"].colors  # one colour per runner (the default has 10)
     for i, runner in enumerate(runners):
         # A workload timed without this runner (a slow one stops at k = 8) leaves a gap.
         values = [table[n].get(runner, np.nan) for n in names]
         axes.bar(np.arange(len(names)) + (i - (len(runners) - 1) / 2) * width, values, width,
-                 label=runner)
+                 label=runner, color=colours[i % len(colours)])
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks(np.arange(len(names)), labels=names, rotation=12)
     axes.set_yscale("log")

@@ -54,6 +54,7 @@ class Batches:
         self.infinite = cardinality == tf.data.INFINITE_CARDINALITY
         self.length = cardinality if cardinality >= 0 else None  # batches in one pass
         self.rereadable = rereadable and self.length is not None
+        self.last_full = False  # whether the last batch of a pass is known to be full-size
         if steps_per_epoch is not None:
             if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
                     or steps_per_epoch < 1:
@@ -116,7 +117,10 @@ def batches(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, cl
     if _is_arrays(x):
         dataset = dataset.with_options(untuned_options())
     rereadable = _is_arrays(x) or isinstance(x, tf.data.Dataset)
-    return Batches(dataset, steps_per_epoch, name, rereadable)
+    batches = Batches(dataset, steps_per_epoch, name, rereadable)
+    if _is_arrays(x) and batch_size:  # arrays: whether the last batch is a full one is known
+        batches.last_full = len(tf.nest.flatten(x)[0]) % batch_size == 0
+    return batches
 
 
 def validation_batches(validation_data, *, batch_size=None, steps=None):
@@ -150,9 +154,3 @@ def dataset_steps(dataset):
     """The number of batches of `dataset`, or `None` when TensorFlow cannot tell."""
     steps = int(dataset.cardinality())
     return steps if steps >= 0 else None
-
-
-def calls_per_epoch(dataset, k):
-    """Calls of a `k`-steps-per-call function that one pass over `dataset` takes, or `None`."""
-    steps = dataset_steps(dataset)
-    return None if steps is None else -(-steps // k)

@@ -155,12 +155,13 @@ class FitLoop:
         iterator = train.epoch_iterator(trainer, train.skip_for(epoch, skip))
         first_count = int(trainer.train_counter.numpy())
         step = skip
-        # mode="xla", k > 1: groups of k batches in one XLA program while at least one batch
-        # is left after the group (the last batch may be partial, which cannot be stacked with
-        # full ones); the rest, step by step.
+        # mode="xla", k > 1: groups of k full batches in one XLA program (a partial last
+        # batch cannot be stacked with full ones; unless the data are arrays that divide into
+        # batches, the last batch counts as partial); the rest, step by step.
         grouped = trainer.group_function is not None and train.length is not None \
             and train.steps_per_epoch is None
-        group_until = skip + (steps - skip - 1) // k * k if grouped else skip
+        full = steps if train.last_full else steps - 1
+        group_until = skip + max(0, full - skip) // k * k if grouped else skip
         while steps is None or step < steps:
             callbacks.on_train_batch_begin(step)
             expected = k if steps is None else min(k, steps - step)  # never past the epoch's end

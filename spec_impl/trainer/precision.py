@@ -49,11 +49,6 @@ def output_dtype(dtype=None):
     return policy.variable_dtype if is_mixed(policy) else policy.name
 
 
-def needs_loss_scaling(model):
-    """Whether training `model` needs a `LossScaleOptimizer`, as `Model.compile` decides."""
-    return model.dtype_policy.name == "mixed_float16"
-
-
 @contextlib.contextmanager
 def global_policy(name):
     """Set Keras's global dtype policy for the block, and restore the previous one after it.
