@@ -1,4 +1,5 @@
-"""`LossHistory` (document 002): per-batch losses and a loss plot per epoch."""
+"""`LossHistory` (document 002): per-batch losses and a loss plot per epoch; `CallRecorder`,
+every hook call a loop makes (to compare two loops)."""
 
 import os
 
@@ -46,3 +47,21 @@ class LossHistory(keras.callbacks.Callback):
         self.plots.append(path)
         self.epoch_losses.append(self.per_batch_losses)
         self.per_batch_losses = []
+
+
+class CallRecorder(keras.callbacks.Callback):
+    """Records every training hook call, with its batch or epoch index (and the batch's loss),
+    to compare the calls two loops make."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.calls.append(("begin", batch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("end", batch, float(logs["loss"])))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch", epoch))

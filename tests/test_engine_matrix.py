@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from spec_impl import load_dataset, train
 from spec_impl._validation import MODES
+from spec_impl.callbacks import CallRecorder as Recorder
 from spec_impl.testing import assert_allclose
 
 N_TRAIN, BATCH, EPOCHS = 100, 32, 2  # 4 steps per epoch, the last one partial (4 samples)
@@ -29,23 +30,6 @@ def mlp():
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
                              keras.layers.Dense(10, activation="softmax")])
-
-
-class Recorder(keras.callbacks.Callback):
-    """Every hook call, with its batch or epoch index."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.calls.append(("begin", batch))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.calls.append(("end", batch, float(logs["loss"])))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.calls.append(("epoch", epoch))
 
 
 def run(data, tmp_path, *, mode="function", log=False, ckpt=False, callbacks=False,

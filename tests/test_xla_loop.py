@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from spec_impl import load_dataset, train
+from spec_impl.callbacks import CallRecorder as Recorder
 from spec_impl.testing import assert_allclose, read_scalars
 from spec_impl.trainer.engine import Trainer
 
@@ -29,18 +30,6 @@ def mlp():
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
                              keras.layers.Dense(10, activation="softmax")])
-
-
-class Recorder(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.calls.append(("begin", batch))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.calls.append(("end", batch, float(logs["loss"])))
 
 
 def run(n, mode, k, tmp_path=None, **kwargs):
