@@ -128,25 +128,37 @@ def test_export_needs_a_called_model():
         mini_inception().export("unused_dir")
 
 
+# A SavedModel runs a graph, which TensorFlow optimizes (fused matmul + bias + activation on
+# oneDNN) where the eager call does not: the float32 sums come in another order. Outputs of up to
+# ~50 then differ by a few ulp (measured: 6.7e-6 absolute, 1.2e-5 relative); a wrong weight or a
+# lost layer moves them by orders more.
+GRAPH_ROUND_OFF = {"atol": 2e-5, "rtol": 2e-5}
+
+
+def _graph_output(model, x):
+    """The model's output from a traced graph, as a SavedModel computes it."""
+    return tf.function(lambda t: model(t, training=False))(tf.constant(x))
+
+
 @pytest.mark.parametrize("name", ["mini_inception", "residual_regressor"])
 def test_export_reloads_through_tfsm_layer_and_saved_model_load(name, tmp_path):
     make, x = MODELS[name]
     model = make()
-    expected = model(x, training=False)
+    expected = _graph_output(model, x)
     model.export(str(tmp_path / "exported"), verbose=False)
     layer = keras.layers.TFSMLayer(str(tmp_path / "exported"), call_endpoint="serve")
-    assert_allclose(layer(x), expected)
+    assert_allclose(layer(x), expected, **GRAPH_ROUND_OFF)
     loaded = tf.saved_model.load(str(tmp_path / "exported"))
-    assert_allclose(loaded.serve(x), expected)
+    assert_allclose(loaded.serve(x), expected, **GRAPH_ROUND_OFF)
 
 
 def test_tf_saved_model_save_round_trip(tmp_path):
     model = residual_regressor()
-    expected = model(X5)
+    expected = _graph_output(model, X5)
     tf.saved_model.save(model, str(tmp_path / "sm"))
     loaded = tf.saved_model.load(str(tmp_path / "sm"))
     outputs = loaded.signatures["serving_default"](tf.constant(X5))
-    assert_allclose(next(iter(outputs.values())), expected)
+    assert_allclose(next(iter(outputs.values())), expected, **GRAPH_ROUND_OFF)
 
 
 # ---- weights only ----

@@ -160,8 +160,10 @@ class FitLoop:
         # batches, the last batch counts as partial); the rest, step by step.
         grouped = trainer.group_function is not None and train.length is not None \
             and train.steps_per_epoch is None
-        full = steps if train.last_full else steps - 1
-        group_until = skip + max(0, full - skip) // k * k if grouped else skip
+        group_until = skip
+        if grouped:
+            full = steps if train.last_full else steps - 1
+            group_until += max(0, full - skip) // k * k
         while steps is None or step < steps:
             callbacks.on_train_batch_begin(step)
             expected = k if steps is None else min(k, steps - step)  # never past the epoch's end
