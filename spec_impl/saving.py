@@ -7,6 +7,7 @@ same folder and renames it over the target only once it is complete; `load_model
 checks the archive first and raises a `ValueError` that names the problem.
 """
 
+import contextlib
 import os
 import tempfile
 import zipfile
@@ -23,22 +24,29 @@ def _check_suffix(path):
         raise ValueError(f"Expected a path ending in '{KERAS_SUFFIX}'. Received: path={path!r}")
 
 
-def write_atomic_text(path, text):
-    """Write `text` to `path` atomically: a temporary file in the same folder (with the
-    permissions the user's umask gives), flushed, then renamed over `path`."""
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def _replacing(path, tmp):
+    """Yield `tmp` to write; then flush it to disk and rename it over `path` (`os.replace`,
+    atomic on POSIX), or, if writing failed, remove it and leave `path` as it was."""
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_atomic_text(path, text):
+    """Write `text` to `path` atomically: a temporary file in the same folder (with the
+    permissions the user's umask gives), flushed, then renamed over `path`."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with _replacing(path, tmp), open(tmp, "w") as f:
+        f.write(text)
     return path
 
 
@@ -62,15 +70,8 @@ def save_model_atomic(model, path):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=KERAS_SUFFIX,
                                dir=folder)
     os.close(fd)
-    try:
+    with _replacing(path, tmp):
         model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -58,7 +58,6 @@ class FitLoop:
         self.options = FitOptions(**options)
         if self.options.verbose == "auto":
             self.options.verbose = 1
-        self.history = None
 
     # ---- set-up ----
 
