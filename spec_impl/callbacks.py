@@ -6,6 +6,7 @@ import os
 import keras
 
 from spec_impl._plot import new_figure
+from spec_impl.saving import save_figure_atomic
 
 
 class LossHistory(keras.callbacks.Callback):
@@ -43,7 +44,7 @@ class LossHistory(keras.callbacks.Callback):
         axes.set_ylabel("Loss")
         axes.legend()
         path = os.path.join(self.out_dir, f"plot_at_epoch_{epoch}.png")
-        figure.savefig(path)
+        save_figure_atomic(figure, path)
         self.plots.append(path)
         self.epoch_losses.append(self.per_batch_losses)
         self.per_batch_losses = []

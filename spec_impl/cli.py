@@ -1,6 +1,7 @@
 """The `spec-impl` command line: `summary`, `train` and `bench`."""
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -36,13 +37,30 @@ def _import_tensorflow(verbose):
     tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when the suite builds many steps
 
 
-def _positive_int(text):
+def _int_at_least(minimum, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "a non-negative integer")
+
+
+def _positive_float(text):
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
     return value
 
 
@@ -189,9 +207,9 @@ def build_parser():
     p.add_argument("--model", default="mini_inception", help="a classifier name (see `summary`)")
     p.add_argument("--data", default="digits",
                    help="digits (embedded), mnist, fashion_mnist, cifar10 (local Keras cache) or an .npz")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
     p.add_argument("--mode", choices=MODES, default="function")
     p.add_argument("--precision", choices=POLICIES,
                    default="float32", help="Keras dtype policy (mixed_float16 scales the loss)")
@@ -200,8 +218,9 @@ def build_parser():
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (train/ and validation/)")
     p.add_argument("--out", default="runs/latest", help="folder for the model, report, plots, checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N training samples")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")

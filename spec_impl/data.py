@@ -3,11 +3,15 @@
 `load_dataset("digits")` is the embedded default: scikit-learn's 1,797 real 8x8 handwritten
 digits, resized to the model's input and repeated to 3 channels where the model wants them (as
 the documents do for MNIST), with a fixed, stratified train / test split. MNIST, Fashion-MNIST and
-CIFAR-10 are used only when their files are already in the local Keras cache.
+CIFAR-10 are used only when their files are already in the local Keras cache, read here from
+whichever layout Keras 2 or Keras 3 left there (never through `keras.datasets`, which downloads
+whatever is missing).
 """
 
+import gzip
 import math
 import os
+import pickle
 
 import numpy as np
 
@@ -16,19 +20,35 @@ REGRESSION_DATASETS = ("make_regression", "swiss_roll")
 DIGITS_CLASS_NAMES = tuple(str(d) for d in range(10))
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck")  # document 000
-# Where keras.datasets keeps each download, relative to the Keras cache (~/.keras/datasets).
+# Where keras.datasets keeps each download, relative to the Keras cache (~/.keras/datasets):
+# the candidates, first found wins. CIFAR-10: Keras 3 extracts the archive into
+# `cifar-10-batches-py-target/` (the batches in an inner folder), Keras 2 into the folder itself.
 _KERAS_CACHE_FILES = {
-    "mnist": "mnist.npz",
-    "fashion_mnist": "fashion-mnist",
-    "cifar10": "cifar-10-batches-py",
+    "mnist": ("mnist.npz",),
+    "fashion_mnist": ("fashion-mnist",),
+    "cifar10": (os.path.join("cifar-10-batches-py-target", "cifar-10-batches-py"),
+                "cifar-10-batches-py"),
 }
+_FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                  "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+_CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+def keras_home():
+    """Keras's home folder, as Keras reads it: `$KERAS_HOME` when the variable is set, else
+    `~/.keras`, or `/tmp/.keras` when the home folder is not writable."""
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = "/tmp"
+    return os.path.join(base, ".keras")
+
+
 def keras_cache_dir():
-    """The folder where `keras.datasets` looks for downloaded files."""
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(base, "datasets")
+    """The folder where `keras.datasets` keeps downloaded files (`keras_home()/datasets`)."""
+    return os.path.join(keras_home(), "datasets")
 
 
 def load_dataset(name="digits", *, input_shape=None, test_size=0.2, seed=0):
@@ -64,11 +84,12 @@ def load_dataset(name="digits", *, input_shape=None, test_size=0.2, seed=0):
     )
 
 
-def class_names(name):
-    """Human-readable class names of a dataset (class ids as strings when none are known)."""
-    if name == "cifar10":
-        return CIFAR10_CLASS_NAMES
-    return DIGITS_CLASS_NAMES
+def class_names(name, num_classes=10):
+    """Human-readable names of a dataset's `num_classes` classes: CIFAR-10's names, else the
+    class ids as strings ("0", "1", ...), for any number of classes."""
+    if name == "cifar10" and num_classes <= len(CIFAR10_CLASS_NAMES):
+        return CIFAR10_CLASS_NAMES[:num_classes]
+    return tuple(str(i) for i in range(num_classes))
 
 
 def _load_digits(test_size, seed):
@@ -84,17 +105,54 @@ def _load_digits(test_size, seed):
 
 
 def _load_from_keras_cache(name):
-    path = os.path.join(keras_cache_dir(), _KERAS_CACHE_FILES[name])
-    if not os.path.exists(path):
+    needed = {"mnist": (), "fashion_mnist": _FASHION_FILES, "cifar10": _CIFAR10_FILES}[name]
+    candidates = [os.path.join(keras_cache_dir(), c) for c in _KERAS_CACHE_FILES[name]]
+    found = [c for c in candidates
+             if os.path.exists(c) and all(os.path.exists(os.path.join(c, f)) for f in needed)]
+    if not found:
         raise FileNotFoundError(
-            f"Dataset {name!r} is not in the local Keras cache (looked for {path}) and this "
-            f"project downloads nothing. Use 'digits' (embedded) or an .npz file instead."
+            f"Dataset {name!r} is not in the local Keras cache (looked for {' and '.join(candidates)}"
+            + (f", each holding {', '.join(needed)}" if needed else "")
+            + ") and this project downloads nothing. Use 'digits' (embedded) or an .npz file "
+            "instead."
         )
+    path = found[0]
     if name == "mnist":  # keras.datasets' mnist.npz has exactly the .npz layout read here
         return _load_npz(path)
-    import keras
+    if name == "fashion_mnist":
+        y_train, x_train, y_test, x_test = (_read_idx(os.path.join(path, f)) for f in needed)
+        return (x_train, y_train), (x_test, y_test)
+    batches = [_read_cifar_batch(os.path.join(path, f)) for f in needed]
+    x_train = np.concatenate([x for x, _ in batches[:-1]])
+    y_train = np.concatenate([y for _, y in batches[:-1]])
+    return (x_train, y_train), batches[-1]
 
-    return getattr(keras.datasets, name).load_data()
+
+def _read_idx(path):
+    """An MNIST-format gzip file: labels after an 8-byte header, 28 x 28 images after 16."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if "labels" in os.path.basename(path):
+        return np.frombuffer(raw, np.uint8, offset=8)
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and builtins only: a CIFAR batch cannot run code."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype",
+                                                        "scalar"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+
+
+def _read_cifar_batch(path):
+    """One CIFAR-10 python batch: uint8 images `(n, 32, 32, 3)` and their labels."""
+    with open(path, "rb") as f:
+        batch = _ArraysOnly(f, encoding="bytes").load()
+    images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, np.asarray(batch[b"labels"], np.int64)
 
 
 def _load_npz(path):

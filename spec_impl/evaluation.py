@@ -8,11 +8,24 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from sklearn.preprocessing import LabelBinarizer
 
 from spec_impl._plot import new_figure
+from spec_impl.saving import save_figure_atomic, write_atomic_text
 
 
 def probabilities(outputs):
-    """Softmax of `outputs` unless they already are probabilities (rows in [0, 1] summing to 1)."""
+    """Class probabilities `(n, classes)` from a classifier's outputs.
+
+    Several columns: the softmax of `outputs` unless they already are probabilities (rows in
+    [0, 1] summing to 1). One column (a binary classifier): two classes, `[1 - p, p]`, with `p`
+    the column itself if it lies in [0, 1] (a sigmoid output), else its sigmoid (logits).
+    """
     outputs = np.asarray(outputs, dtype="float64")
+    if outputs.ndim == 1:
+        outputs = outputs[:, None]
+    if outputs.shape[1] == 1:
+        p = outputs[:, 0]
+        if p.min() < 0 or p.max() > 1:
+            p = 1 / (1 + np.exp(-p))
+        return np.stack([1 - p, p], axis=1)
     if outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(axis=1), 1, atol=1e-3):
         return outputs
     shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
@@ -64,17 +77,20 @@ def evaluate_classifier(model, x, y, class_names=None, out_dir=None, batch_size=
                                              target_names=list(class_names), zero_division=0,
                                              output_dict=True),
         "confusion_matrix": confusion_matrix(y, y_pred, labels=labels),
-        "roc_auc_ovr": float(roc_auc_score(y, probs, multi_class="ovr", labels=labels)),
+        # scikit-learn takes the positive class's scores alone for two classes
+        "roc_auc_ovr": float(roc_auc_score(y, probs[:, 1]) if n_classes == 2 else
+                             roc_auc_score(y, probs, multi_class="ovr", labels=labels)),
         "roc_auc_document": roc_auc_document(y, y_pred),
         "y_pred": y_pred,
         "probabilities": probs,
     }
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "report.txt"), "w") as f:
-            f.write(result["report"])
-            f.write(f"\nROC AUC (one-vs-rest, probabilities): {result['roc_auc_ovr']:.4f}\n")
-            f.write(f"ROC AUC (document 000, binarized labels): {result['roc_auc_document']:.4f}\n")
+        write_atomic_text(os.path.join(out_dir, "report.txt"),
+                          result["report"]
+                          + f"\nROC AUC (one-vs-rest, probabilities): {result['roc_auc_ovr']:.4f}\n"
+                          + f"ROC AUC (document 000, binarized labels): "
+                            f"{result['roc_auc_document']:.4f}\n")
         plot_confusion_matrix(result["confusion_matrix"], class_names,
                               os.path.join(out_dir, "confusion_matrix.png"))
     return result
@@ -97,7 +113,7 @@ def plot_confusion_matrix(matrix, class_names, path):
             axes.text(j, i, str(matrix[i, j]), ha="center", va="center",
                       color="white" if matrix[i, j] > threshold else "black", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure_atomic(figure, path)
     return path
 
 

@@ -9,7 +9,7 @@ checks the archive first and raises a `ValueError` that names the problem.
 
 import contextlib
 import os
-import tempfile
+import uuid
 import zipfile
 
 import keras
@@ -25,9 +25,15 @@ def _check_suffix(path):
 
 
 @contextlib.contextmanager
-def _replacing(path, tmp):
-    """Yield `tmp` to write; then flush it to disk and rename it over `path` (`os.replace`,
-    atomic on POSIX), or, if writing failed, remove it and leave `path` as it was."""
+def atomic_path(path):
+    """Yield a temporary path beside `path` (same folder, same extension) to write to; then
+    flush it to disk and rename it over `path` (`os.replace`, atomic on POSIX), or, if writing
+    failed, remove it and leave `path` as it was. The file is created by whatever writes it,
+    so it gets the permissions the user's umask gives, as a plain `open` would."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+                               f"{os.path.splitext(name)[1]}")
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -40,13 +46,16 @@ def _replacing(path, tmp):
 
 
 def write_atomic_text(path, text):
-    """Write `text` to `path` atomically: a temporary file in the same folder (with the
-    permissions the user's umask gives), flushed, then renamed over `path`."""
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with _replacing(path, tmp), open(tmp, "w") as f:
+    """Write `text` to `path` atomically (`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+    return os.fspath(path)
+
+
+def save_figure_atomic(figure, path):
+    """`figure.savefig(path)` atomically (`atomic_path`); returns `path`."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp)
     return path
 
 
@@ -55,7 +64,8 @@ def save_model_atomic(model, path):
 
     The model is written to a temporary `.keras` file in the same folder, flushed to disk, then
     renamed over `path` (`os.replace`, atomic on POSIX). An interrupted save leaves `path` as it
-    was: absent, or the previous complete model.
+    was: absent, or the previous complete model. The file gets the permissions the user's umask
+    gives.
 
     Args:
         model: a Keras model.
@@ -65,14 +75,9 @@ def save_model_atomic(model, path):
         `path`.
     """
     _check_suffix(path)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=KERAS_SUFFIX,
-                               dir=folder)
-    os.close(fd)
-    with _replacing(path, tmp):
+    with atomic_path(path) as tmp:
         model.save(tmp)
-    return path
+    return os.fspath(path)
 
 
 def check_keras_archive(path):

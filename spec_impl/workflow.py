@@ -106,7 +106,7 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     with chief_path(out, strategy) as folder:  # a non-chief worker's copy is removed
         os.makedirs(folder, exist_ok=True)
         model_path = save_model_atomic(net, os.path.join(folder, "model.keras"))
-        names = list(class_names(data))[:num_classes]
+        names = list(class_names(data, num_classes))
         evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=folder)
     if folder != out:
         model_path = None  # this worker's copy is gone; the chief's is in `out`

@@ -3,6 +3,8 @@
 import matplotlib
 import numpy as np
 
+from spec_impl.saving import save_figure_atomic
+
 SPEEDUP_BASE = "fit_k1"
 CHART_RUNNERS = ("eager", "function", "xla", "loop_k1", "loop_k8", "loop_k32", "fit_k8",
                  "fit_k32", "xla_loop_k8", "xla_loop_k32", "fit_xla_k8", "fit_xla_k32")
@@ -42,5 +44,5 @@ def plot(results, path):
                    f"TF {m['tensorflow']}, {m.get('date', '')}", fontsize=9)
     axes.legend(ncol=4, fontsize=7)
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure_atomic(figure, path)
     return path

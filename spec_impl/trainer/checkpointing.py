@@ -5,11 +5,26 @@ totals and the position (epoch, step within the epoch). Variables are checkpoint
 dicts rather than through `tf.train.Checkpoint(model=model)`: on Keras 3 the latter silently skips
 layers held in Python lists. TensorFlow writes each checkpoint to a temporary name and updates the
 `checkpoint` index file atomically, so a run killed midway keeps the last complete checkpoint.
+
+Faults: a latest checkpoint that cannot be read (a truncated data file, a missing index) is
+skipped with a warning naming it, and the newest readable one is restored, which is why three
+are kept; a write that fails (a full disk, a file-size limit) raises `CheckpointWriteError`
+naming the folder, and the previous checkpoint stays the latest.
 """
+
+import warnings
 
 import tensorflow as tf
 
 MAX_TO_KEEP = 3
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (no space left, a file-size limit, permissions)."""
+
+
+class CheckpointUnreadableError(RuntimeError):
+    """No checkpoint in the folder can be restored."""
 
 
 def _indexed(variables):
@@ -48,14 +63,50 @@ class TrainingCheckpoint:
         return tf.train.latest_checkpoint(self.directory)
 
     def save(self, epoch, step):
-        """Record that `epoch` epochs and `step` further steps are done, and write a checkpoint."""
+        """Record that `epoch` epochs and `step` further steps are done, and write a checkpoint.
+
+        Raises:
+            CheckpointWriteError: the write failed; the previous checkpoint is still the latest.
+        """
         self.epoch.assign(epoch)
         self.step.assign(step)
-        return self.manager.save()
+        try:
+            return self.manager.save()
+        except (tf.errors.OpError, OSError) as error:
+            message = getattr(error, "message", None) or str(error)
+            raise CheckpointWriteError(
+                f"Could not write a checkpoint to {self.manager.directory} (epoch {epoch}, step "
+                f"{step}): {message.splitlines()[0] if message else type(error).__name__}. The "
+                f"latest checkpoint is still {self.latest}.") from error
+
+    def _kept(self):
+        """The checkpoints the index lists, newest first."""
+        state = tf.train.get_checkpoint_state(self.directory)
+        if state is None:
+            return []
+        return list(reversed(state.all_model_checkpoint_paths)) or [state.model_checkpoint_path]
 
     def restore_latest(self):
-        """Restore the latest checkpoint if there is one; returns `(epoch, step)` to resume at."""
-        if self.latest is None:
-            return 0, 0
-        self.checkpoint.restore(self.latest).assert_existing_objects_matched()
-        return int(self.epoch.numpy()), int(self.step.numpy())
+        """Restore the newest readable checkpoint, if there is one; returns `(epoch, step)` to
+        resume at (`(0, 0)` without a checkpoint).
+
+        Raises:
+            CheckpointUnreadableError: checkpoints are listed but none can be restored.
+        """
+        failures = []
+        for path in self._kept():
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as error:  # a truncated file raises IndexError, a missing one OpError
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                failures.append(f"{path} ({reason})")
+                continue
+            for failure in failures:
+                warnings.warn(f"Skipped the checkpoint {failure}, which cannot be read; restored "
+                              f"{path} instead.", RuntimeWarning, stacklevel=2)
+            return int(self.epoch.numpy()), int(self.step.numpy())
+        if failures:
+            raise CheckpointUnreadableError(
+                f"No checkpoint in {self.directory} can be restored: {'; '.join(failures)}. Move "
+                f"the folder away to start over.")
+        return 0, 0

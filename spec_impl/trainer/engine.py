@@ -56,6 +56,10 @@ def _scalar(tag, value):
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
+ON_NAN = ("stop", "skip")
+# `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
+# are survivable, a run of them means the model itself has diverged.
+MAX_SKIPPED = 10
 
 
 class Trainer:
@@ -88,13 +92,22 @@ class Trainer:
             model's variables, or `None`. The steps then run per replica (`strategy.run`), each
             replica's loss the share of the global batch's (`_replica_loss`); the model is
             compiled in the strategy's scope and `iterator` distributes datasets.
+        on_nan: `"stop"` (a step with a non-finite loss or gradient stops the run) or `"skip"`
+            (its update is not applied and it is left out of the loss and metrics; the run stops
+            after `max_skipped` consecutive skipped steps).
+        max_skipped: see `on_nan`.
     """
 
     def __init__(self, model, *, optimizer=None, loss=None, metrics=None, loss_weights=None,
                  weighted_metrics=None, mode="function", steps_per_execution=1, log_dir=None,
-                 strategy=None):
+                 strategy=None, on_nan="stop", max_skipped=MAX_SKIPPED):
         if mode not in MODES:
             raise ValueError(f"Expected `mode` to be one of {', '.join(MODES)}. Received: mode={mode!r}")
+        if on_nan not in ON_NAN:
+            raise ValueError(f"Expected `on_nan` to be one of {', '.join(ON_NAN)}. "
+                             f"Received: on_nan={on_nan!r}")
+        self.on_nan = on_nan
+        self.max_skipped = check_positive_int("max_skipped", max_skipped)
         self.model = model
         self.mode = mode
         self.steps_per_execution = check_positive_int("steps_per_execution", steps_per_execution)
@@ -116,6 +129,10 @@ class Trainer:
         self.train_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self.val_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="val_step")
         self.last_loss = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="last_loss")
+        # on_nan="skip": steps skipped in all, in a row, and the counter value of the last one
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+        self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="in_a_row")
+        self.last_skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="last_skipped")
         self._step_counts = {}
         self.train_writer = self.val_writer = None
         if log_dir is not None:
@@ -202,12 +219,38 @@ class Trainer:
             predictions = self.model(x, training=True)
             loss, mean = self._loss(x, y, predictions, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(loss)  # the identity unless loss scaling
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        step = (x, y, predictions, sample_weight, mean, gradients)
+        if self.on_nan == "stop":
+            self._update(*step)
+            return self._nan_unless_finite(loss, gradients)
+        # skip: the update only if every replica's loss and gradients are finite
+        bad = tf.cast(tf.logical_not(tf.math.is_finite(self._nan_unless_finite(loss, gradients))),
+                      tf.int32)
+        nan = tf.constant(float("nan"), loss.dtype)
+        if self.strategy is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
+            if self.strategy is not None:
+                bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
+            return tf.cond(bad == 0, lambda: self._update(*step) or loss, lambda: nan)
+
+        # A branch that all-reduces (apply_gradients) cannot sit in a replica's cond under a
+        # merge-call strategy: the cond is taken in the cross-replica context, as Keras's
+        # LossScaleOptimizer does, and the update runs for each replica inside it.
+        def cross_replica(distribution, bad, step):
+            any_bad = distribution.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
+            tf.cond(any_bad == 0, lambda: distribution.extended.call_for_each_replica(
+                self._update, args=step), lambda: None)
+            return any_bad
+
+        any_bad = tf.distribute.get_replica_context().merge_call(cross_replica, args=(bad, step))
+        return tf.where(any_bad == 0, loss, nan)
+
+    def _update(self, x, y, predictions, sample_weight, mean, gradients):
+        """Apply `gradients` and update the loss tracker and the metrics."""
         variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
         keras_api.loss_tracker(self.model).update_state(mean, sample_weight=_batch_size(x))
         self.model.compute_metrics(x, y, predictions, sample_weight=sample_weight)
-        return self._nan_unless_finite(loss, gradients)
 
     def _test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -256,7 +299,14 @@ class Trainer:
     def _after_train_step(self, loss, logs):
         self.train_counter.assign_add(1)
         self.last_loss.assign(tf.cast(loss, tf.float32))
-        tf.debugging.Assert(tf.math.is_finite(loss), [NON_FINITE])
+        if self.on_nan == "stop":
+            tf.debugging.Assert(tf.math.is_finite(loss), [NON_FINITE])
+        else:
+            bad = tf.logical_not(tf.math.is_finite(loss))
+            self.skipped.assign_add(tf.cast(bad, tf.int64))
+            self.skipped_in_a_row.assign(tf.where(bad, self.skipped_in_a_row + 1, 0))
+            self.last_skipped.assign(tf.where(bad, self.train_counter, self.last_skipped))
+            tf.debugging.Assert(self.skipped_in_a_row < self.max_skipped, [NON_FINITE])
         self._write_batch(self.train_writer, logs, self.train_counter)
 
     def _after_test_step(self, loss, logs):
@@ -289,6 +339,10 @@ class Trainer:
         batches = [iterator.get_next() for _ in range(k)]
         stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
         losses, logs = self.train_group(stacked)
+        if self.on_nan == "skip":  # every step ran (a skipped one changed nothing): count each
+            for i in tf.range(k):
+                self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
+            return tf.constant(k), self.model.get_metrics_result()
         # Vectorized over the group (a graph loop costs tens of microseconds per iteration):
         # the counter and the last loss stop at the first non-finite step, which the check
         # then names; summaries are written one point per step.

@@ -7,6 +7,7 @@ checkpoints (resumed from), batch-norm recalibration, validation.
 
 import contextlib
 import dataclasses
+import warnings
 
 import keras
 import tensorflow as tf
@@ -15,7 +16,9 @@ from spec_impl.trainer import data as data_lib
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
 from spec_impl.trainer.checkpointing import TrainingCheckpoint
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path, explicit
-from spec_impl.trainer.engine import NON_FINITE, Trainer
+from spec_impl.trainer.engine import MAX_SKIPPED, NON_FINITE, Trainer
+from spec_impl.trainer.lock import CheckpointLock
+from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
 
 
 @dataclasses.dataclass
@@ -100,9 +103,18 @@ class FitLoop:
         strategy = self.trainer.strategy
         with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
             write_dir = stack.enter_context(chief_path(o.checkpoint_dir, strategy))
-            ckpt = None if o.checkpoint_dir is None else TrainingCheckpoint(
-                o.checkpoint_dir, self.trainer, write_directory=write_dir)
+            ckpt = None
+            if o.checkpoint_dir is not None:
+                stack.enter_context(CheckpointLock(write_dir))  # one run per folder
+                ckpt = TrainingCheckpoint(o.checkpoint_dir, self.trainer, write_directory=write_dir)
+            self.watch = stack.enter_context(PreemptionWatch(strategy))
             return self._epochs(train, val, ckpt)
+
+    def _preempted(self, ckpt, epoch, step, save):
+        """Stop on SIGTERM: checkpoint at (`epoch`, `step`) if `save` and raise."""
+        if save and ckpt is not None:
+            ckpt.save(epoch, step)
+        raise TrainingPreempted(epoch, step, None if ckpt is None else ckpt.manager.latest_checkpoint)
 
     def _epochs(self, train, val, ckpt):
         o, model, trainer = self.options, self.model, self.trainer
@@ -137,6 +149,8 @@ class FitLoop:
             callbacks.on_epoch_end(epoch, epoch_logs)
             if model.stop_training:
                 break
+            if self.watch.stop_now() and epoch + 1 < o.epochs:  # the checkpoint is written
+                self._preempted(ckpt, epoch + 1, 0, save=False)
         if o.epochs > 0 and isinstance(trainer.optimizer, keras.optimizers.Optimizer):
             trainer.optimizer.finalize_variable_values(model.trainable_weights)  # use_ema, as fit
         callbacks.on_train_end(epoch_logs)
@@ -153,6 +167,7 @@ class FitLoop:
         steps = train.steps
         iterator = train.epoch_iterator(trainer, train.skip_for(epoch, skip))
         first_count = int(trainer.train_counter.numpy())
+        skipped = int(trainer.skipped.numpy())
         step = skip
         # mode="xla", k > 1: groups of k full batches in one XLA program (a partial last
         # batch cannot be stacked with full ones; unless the data are arrays that divide into
@@ -176,9 +191,12 @@ class FitLoop:
                     raise
                 failed = skip + int(trainer.train_counter.numpy()) - first_count
                 where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+                after = "" if trainer.on_nan == "stop" else \
+                    f" ({trainer.max_skipped} consecutive steps skipped)"
                 raise FloatingPointError(
                     f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
-                    f"step {failed}: training stopped, no checkpoint written after it{where}"
+                    f"step {failed}{after}: training stopped, no checkpoint written after "
+                    f"it{where}"
                 ) from None
             ran = expected if train.length is not None and train.steps_per_epoch is None \
                 else int(done)  # a known pass: no host read per call
@@ -187,12 +205,28 @@ class FitLoop:
             if ran == 0:
                 break
             previous, step = step, step + ran
+            if trainer.on_nan == "skip":  # a host read per call, in this mode only
+                skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count)
             callbacks.on_train_batch_end(step - 1, logs)
             if ckpt is not None and self.options.checkpoint_every \
                     and step // self.options.checkpoint_every > previous // self.options.checkpoint_every:
                 ckpt.save(epoch, step)
             if ran < expected or self.model.stop_training:
                 break
+            if self.watch.stop_now() and (steps is None or step < steps):
+                self._preempted(ckpt, epoch, step, save=True)  # else: at the epoch's end
+
+    @staticmethod
+    def _warn_skipped(trainer, before, epoch, offset):
+        """Warn about the steps `on_nan="skip"` left out in the last call; returns the total."""
+        now = int(trainer.skipped.numpy())
+        if now > before:
+            last = offset + int(trainer.last_skipped.numpy())
+            warnings.warn(f"Skipped {now - before} step(s) with a non-finite loss or gradient "
+                          f"in epoch {epoch + 1}, the last at step {last}: their updates were "
+                          f"not applied and they are left out of the epoch's loss and metrics.",
+                          RuntimeWarning, stacklevel=2)
+        return now
 
 
 def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -201,7 +235,7 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
           validation_batch_size=None, validation_freq=1, optimizer=None, loss=None, metrics=None,
           loss_weights=None, weighted_metrics=None, mode="function", steps_per_execution=1,
           log_dir=None, checkpoint_dir=None, checkpoint_every=None, num_classes=None,
-          recalibrate_bn=False, strategy=None):
+          recalibrate_bn=False, strategy=None, on_nan="stop", max_skipped=MAX_SKIPPED):
     """Train `model` with the package's custom loop, as `model.compile(...)` + `model.fit(...)`.
 
     Every argument of `fit` has its name and meaning here, and `compile`'s `optimizer`, `loss`,
@@ -233,6 +267,24 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
             `fit` is not); on a multi-worker cluster only the chief keeps `log_dir` and
             checkpoints (the other workers write to temporary folders, removed), and all resume
             from the chief's.
+        on_nan: `"stop"`: a step with a non-finite loss or gradient stops the run
+            (`FloatingPointError`). `"skip"`: its update is not applied (weights and optimizer
+            state stay as before it), it is left out of the epoch's loss and metrics, a
+            `RuntimeWarning` names its epoch and step, and the run stops as under `"stop"` after
+            `max_skipped` consecutive skipped steps.
+        max_skipped: see `on_nan` (default 10).
+
+    Faults (`docs/faults.md`):
+        - `SIGTERM` (preemption): the compiled call in flight finishes, a checkpoint is written
+          at that step (with `checkpoint_dir`) and `TrainingPreempted` is raised; a rerun
+          resumes from it, bit-identical to an uninterrupted run. On a cluster every worker
+          stops at the same step.
+        - `checkpoint_dir` is locked for the run (`spec_impl.lock` there, with the owner's pid
+          and host): a second run on it raises `CheckpointFolderLocked`; a lock left by a
+          process that is gone is taken over with a warning.
+        - A latest checkpoint that cannot be read is skipped with a warning and the newest
+          readable one restored; a checkpoint that cannot be written raises
+          `CheckpointWriteError`, and the previous one stays the latest.
 
     Returns:
         A `keras.callbacks.History` (`history.history`: one value per epoch of `loss`, each
@@ -245,6 +297,7 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
         FloatingPointError: a non-finite loss or gradient (checked inside the compiled call; a
             step with a non-finite gradient reports its loss as nan); no checkpoint is written
             after it.
+        TrainingPreempted: `SIGTERM` was received (see above).
     """
     strategy = explicit(strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
@@ -252,7 +305,7 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
         trainer = Trainer(model, optimizer=optimizer, loss=loss, metrics=metrics,
                           loss_weights=loss_weights, weighted_metrics=weighted_metrics, mode=mode,
                           steps_per_execution=steps_per_execution, log_dir=log_dir,
-                          strategy=strategy)
+                          strategy=strategy, on_nan=on_nan, max_skipped=max_skipped)
         return trainer.fit(
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
