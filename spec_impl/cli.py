@@ -72,6 +72,8 @@ def cmd_summary(args):
 
 
 def cmd_train(args):
+    from spec_impl.trainer.checkpointing import CheckpointUnreadableError, CheckpointWriteError
+    from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
     from spec_impl.workflow import train_and_evaluate
 
     try:
@@ -81,9 +83,16 @@ def cmd_train(args):
             steps_per_execution=args.steps_per_execution, log_dir=args.log_dir,
             resume=args.resume, limit=args.limit, seed=args.seed, verbose=0 if args.quiet else 1,
             recalibrate_bn=not args.no_recalibrate_bn, strategy=args.strategy,
-            devices=args.devices)
+            devices=args.devices, on_nan=args.on_nan, max_skipped=args.max_skipped)
+    except TrainingPreempted as e:
+        resume = "" if args.resume else " (add --resume)"
+        print(f"spec-impl train: {e} Rerun the same command to continue{resume}.", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except (FloatingPointError, CheckpointWriteError, CheckpointUnreadableError) as e:
+        print(f"spec-impl train: {e}", file=sys.stderr)  # the run failed: exit 1
+        return 1
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"spec-impl train: {e}", file=sys.stderr)
+        print(f"spec-impl train: {e}", file=sys.stderr)  # bad arguments or a locked folder
         return 2
     if not run.history.history:
         print(f"Nothing to train: the checkpoints in {run.checkpoint_dir} already reach "
@@ -222,6 +231,11 @@ def build_parser():
                    help="use only the first N training samples")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--on-nan", choices=("stop", "skip"), default="stop",
+                   help="a step with a non-finite loss or gradient: stop the run (exit 1), or "
+                        "skip its update and go on")
+    p.add_argument("--max-skipped", type=_positive_int, default=10, metavar="N",
+                   help="with --on-nan skip: stop after N consecutive skipped steps")
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")
     _add_strategy_arguments(p, "tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")

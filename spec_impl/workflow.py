@@ -42,7 +42,8 @@ class RunResult:
 def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/latest", epochs=5,
                        batch_size=32, learning_rate=1e-3, mode="function", precision="float32",
                        steps_per_execution=1, log_dir=None, resume=False, limit=None, seed=0,
-                       verbose=1, recalibrate_bn=True, strategy="default", devices=None):
+                       verbose=1, recalibrate_bn=True, strategy="default", devices=None,
+                       on_nan="stop", max_skipped=10):
     """Train a registered classifier on an image dataset and evaluate it; `spec-impl train`.
 
     Args:
@@ -51,7 +52,8 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
             or an `.npz` path (see `load_dataset`).
         out: folder for `model.keras`, `report.txt`, `confusion_matrix.png` and `checkpoints/`.
         epochs, batch_size, learning_rate: training settings (Adam).
-        mode, steps_per_execution, log_dir, recalibrate_bn, verbose: passed to `train`.
+        mode, steps_per_execution, log_dir, recalibrate_bn, verbose, on_nan, max_skipped:
+            passed to `train`.
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`: the dtype policy the
             model is built under.
         resume: continue from the checkpoints in `out` (without it, existing checkpoints are an
@@ -71,6 +73,8 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
             earlier run in `out` without `resume`.
         RuntimeError: more mirrored CPU devices than TensorFlow was initialised with.
         FileNotFoundError: a dataset file that does not exist.
+        TrainingPreempted, CheckpointFolderLocked, FloatingPointError, ...: as `train` raises
+            them (`docs/faults.md`).
     """
     valid = classifier_names()
     if model not in valid:
@@ -101,7 +105,7 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
         validation_data=(x_test, y_test), metrics=["accuracy"], mode=mode, log_dir=log_dir,
         checkpoint_dir=checkpoint_dir, batch_size=batch_size, verbose=verbose,
         recalibrate_bn=recalibrate_bn, steps_per_execution=steps_per_execution,
-        strategy=strategy,
+        strategy=strategy, on_nan=on_nan, max_skipped=max_skipped,
     )
     with chief_path(out, strategy) as folder:  # a non-chief worker's copy is removed
         os.makedirs(folder, exist_ok=True)

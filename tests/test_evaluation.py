@@ -67,3 +67,20 @@ def test_predict_one_with_a_real_model():
     model.layers[-1].set_weights([np.zeros((4, 3)), np.log(np.array([0.2, 0.5, 0.3]))])
     name, prob = predict_one(model, np.ones((2, 2, 1)), ["cat", "dog", "frog"])
     assert name == "dog" and prob == pytest.approx(0.5, rel=1e-5)
+
+
+def test_a_one_column_sigmoid_model_is_evaluated_as_two_classes():
+    # Classifier(2)'s output: one sigmoid column, the probability of class 1
+    p = np.array([[0.9], [0.2], [0.6], [0.4]])
+    y = np.array([1, 0, 0, 1])
+    result = evaluate_classifier(FixedModel(p), np.zeros((4, 1)), y, class_names=["no", "yes"])
+    assert_allclose(result["probabilities"], np.c_[1 - p, p], rtol=1e-7)
+    assert result["y_pred"].tolist() == [1, 0, 1, 0]
+    assert result["accuracy"] == 0.5
+    assert result["confusion_matrix"].tolist() == [[1, 1], [1, 1]]
+    assert result["roc_auc_ovr"] == roc_auc_score(y, p[:, 0]) == 0.75
+
+
+def test_one_column_logits_go_through_a_sigmoid():
+    logits = np.array([[2.0], [-1.0]])
+    assert_allclose(probabilities(logits)[:, 1], 1 / (1 + np.exp(-logits[:, 0])), rtol=1e-7)
