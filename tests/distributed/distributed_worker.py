@@ -5,7 +5,9 @@ the first digits with `MultiWorkerMirroredStrategy`, the package's loop and SGD,
 every `CHECKPOINT_EVERY` steps into OUT/checkpoints (resuming from there), logging to OUT/logs,
 and the chief saves OUT/model.keras and OUT/weights.npz. With `--pause-at STEP` the worker
 (worker 1 only) writes OUT/paused-worker-1 once STEP steps are checkpointed and then sleeps,
-to be killed.
+to be killed. With `--mark-at STEP` it writes that marker as step STEP's call starts and
+sleeps `MARK_SLEEP` seconds, for the test to send it a SIGTERM; a preempted worker exits with
+`PREEMPTED_EXIT_CODE`, as `spec-impl train` does.
 """
 
 import argparse
@@ -17,6 +19,7 @@ import time
 import numpy as np
 
 SAMPLES, BATCH, EPOCHS, CHECKPOINT_EVERY, LEARNING_RATE, SEED = 96, 16, 2, 2, 0.1, 7
+MARK_SLEEP = 2.0  # seconds
 
 
 def data():
@@ -57,10 +60,26 @@ class Pause:
         return _Pause()
 
 
+class Mark:
+    """Write `marker` as the call of step `step` starts, then sleep `MARK_SLEEP` seconds."""
+
+    def __new__(cls, step, marker):
+        import keras
+
+        class _Mark(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if batch == step and not os.path.exists(marker):
+                    pathlib.Path(marker).write_text(str(batch))
+                    time.sleep(MARK_SLEEP)
+
+        return _Mark()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--pause-at", type=int, default=None)
+    parser.add_argument("--mark-at", type=int, default=None)
     args = parser.parse_args()
     from spec_impl import make_strategy, save_model_atomic, train
     from spec_impl.trainer.distribute import chief_path, is_chief
@@ -73,9 +92,18 @@ def main():
     marker = os.path.join(args.out, f"paused-{task['type']}-{task['index']}")
     pause = args.pause_at is not None and task["index"] == 1
     callbacks = [Pause(args.pause_at, marker)] if pause else []
-    history = train(model, *data(), shuffle=False, strategy=strategy, log_dir=os.path.join(args.out, "logs"),
-                    checkpoint_dir=os.path.join(args.out, "checkpoints"),
-                    checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **settings).history
+    if args.mark_at is not None and task["index"] == 1:
+        callbacks.append(Mark(args.mark_at, marker))
+    from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+
+    try:
+        history = train(model, *data(), shuffle=False, strategy=strategy,
+                        log_dir=os.path.join(args.out, "logs"),
+                        checkpoint_dir=os.path.join(args.out, "checkpoints"),
+                        checkpoint_every=CHECKPOINT_EVERY, callbacks=callbacks, **settings).history
+    except TrainingPreempted as e:
+        print(e, flush=True)
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     with chief_path(os.path.join(args.out, "model.keras"), strategy) as path:
         save_model_atomic(model, path)
     if is_chief(strategy):

@@ -414,9 +414,9 @@ def free_ports(count):
 
 
 @contextlib.contextmanager
-def cluster(out, scratch, *args):
-    """Two `distributed_worker.py` processes, each with its `TF_CONFIG`; output in OUT/w<i>.log.
-    Any still running on exit are killed."""
+def cluster(out, scratch, *args, argv=None):
+    """Two `distributed_worker.py` processes (or `python ARGV`), each with its `TF_CONFIG`;
+    output in OUT/w<i>.log. Any still running on exit are killed."""
     ports = free_ports(2)
     spec = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     with contextlib.ExitStack() as stack:
@@ -426,7 +426,8 @@ def cluster(out, scratch, *args):
                        TF_CONFIG=json.dumps({"cluster": spec,
                                              "task": {"type": "worker", "index": index}}))
             log = stack.enter_context(open(out / f"w{index}.log", "w"))
-            processes.append(subprocess.Popen([sys.executable, str(WORKER), str(out), *args],
+            command = argv or [str(WORKER), str(out), *args]
+            processes.append(subprocess.Popen([sys.executable, *command],
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
         try:
             yield processes
@@ -510,6 +511,58 @@ def test_a_worker_killed_mid_epoch_and_a_restart_from_the_checkpoint(tmp_path, w
         wait_all(processes, out)
     assert_chief_result(out, worker_reference)
     assert list(restart_scratch.glob("spec_impl-worker-*")) == []
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_worker_stops_both_at_the_same_step_and_they_resume(tmp_path,
+                                                                            worker_reference):
+    from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE
+
+    out, scratch = tmp_path / "run", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    marker = out / "paused-worker-1"
+    mark_at = 3  # epoch 0: the call of step 3 (from 0); the workers stop after it, at step 4
+    with cluster(out, scratch, "--mark-at", str(mark_at)) as (chief, other):
+        deadline = time.monotonic() + CLUSTER_TIMEOUT
+        while not marker.exists():
+            assert time.monotonic() < deadline and chief.poll() is None and other.poll() is None
+            time.sleep(0.05)
+        other.send_signal(signal.SIGTERM)
+        codes = [chief.wait(timeout=CLUSTER_TIMEOUT), other.wait(timeout=CLUSTER_TIMEOUT)]
+    logs = [(out / f"w{i}.log").read_text() for i in range(2)]
+    assert codes == [PREEMPTED_EXIT_CODE] * 2, "\n".join(log[-3000:] for log in logs)
+    for log in logs:  # both name the same step
+        assert f"Stopped by SIGTERM after epoch 1, step {mark_at + 1}: checkpoint " in log
+    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
+    assert (reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
+            reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, mark_at + 1)
+    assert list(scratch.glob("spec_impl-worker-*")) == []  # worker 1 cleaned up on its way out
+    with cluster(out, scratch) as processes:  # the cluster resumes together
+        wait_all(processes, out)
+    assert_chief_result(out, worker_reference)
+
+
+CLI_RUNS = 5
+
+
+@pytest.mark.slow
+def test_the_command_line_with_its_progress_bar_on_two_workers(tmp_path):
+    # The progress bar and the callbacks read the logs a call returns (local tensors) and the
+    # epoch's logs at the same point on every worker, so both issue the same collectives: five
+    # runs in a row with the bar on, several epochs with validation, all succeed.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    for run in range(CLI_RUNS):
+        out = tmp_path / f"run{run}"
+        out.mkdir()
+        argv = ["-m", "spec_impl", "train", "--strategy", "multiworker", "--model", "mnist_mlp",
+                "--limit", "192", "--epochs", "3", "--batch-size", "16", "--out", str(out / "out")]
+        with cluster(out, scratch, argv=argv) as processes:
+            wait_all(processes, out)
+        chief_log = (out / "w0.log").read_text()
+        assert chief_log.count("Epoch 3/3") == 1 and "val_loss" in chief_log, chief_log[-2000:]
+        assert (out / "out" / "model.keras").exists()
 
 
 def test_optimizer_created_outside_the_scope_is_refused(strategies):
