@@ -39,6 +39,7 @@ def test_every_named_path_exists(page):
 
 def test_the_pages_the_readme_promises_are_there():
     readme = (ROOT / "README.md").read_text()
-    for page in ("specification", "training", "distributed", "benchmarks", "idioms", "sources"):
+    for page in ("specification", "training", "distributed", "benchmarks", "idioms", "sources",
+                 "faults"):
         assert f"(docs/{page}.md)" in readme
     assert len(readme.splitlines()) <= 150
