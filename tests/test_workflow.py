@@ -1,6 +1,7 @@
 """`train_and_evaluate`, the library call behind `spec-impl train`, tested in-process."""
 
 import keras
+import matplotlib.image
 import pytest
 
 from spec_impl import RunResult, train_and_evaluate
@@ -23,8 +24,12 @@ def test_trains_saves_and_evaluates(run):
     reloaded = keras.models.load_model(result.model_path)
     assert reloaded.count_params() == result.model.count_params() == 407_050  # document 002
     assert sum(result.evaluation["confusion_matrix"].sum(axis=1)) == DIGITS_TEST
-    for name in ("report.txt", "confusion_matrix.png"):
-        assert (out / name).stat().st_size > 0
+    ev = result.evaluation
+    assert (out / "report.txt").read_text() == (
+        ev["report"] + f"\nROC AUC (one-vs-rest, probabilities): {ev['roc_auc_ovr']:.4f}\n"
+        f"ROC AUC (document 000, binarized labels): {ev['roc_auc_document']:.4f}\n")
+    # 10 classes: a figure of (0.6 * 10 + 2) x (0.6 * 10 + 1) inches at matplotlib's 100 dpi
+    assert matplotlib.image.imread(out / "confusion_matrix.png").shape == (700, 800, 4)
     assert (out / "logs" / "train").is_dir() and (out / "logs" / "validation").is_dir()
 
 
