@@ -1,6 +1,12 @@
-"""A `build` for subclassed models whose weights all live in sub-layers."""
+"""What the package's layers and models share: the registration decorator, a `build` for
+subclassed models whose weights all live in sub-layers, and the dtype keywords of sub-layers."""
 
 import keras
+
+PACKAGE = "spec_impl"
+# Every layer, model, loss, metric and function that a `.keras` file may name is registered
+# under the package's name (`spec_impl>MiniInception`), so that `load_model` finds it.
+serializable = keras.saving.register_keras_serializable(package=PACKAGE)
 
 
 class BuildByCallMixin:

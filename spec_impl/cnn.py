@@ -13,7 +13,7 @@ chooses either. The document trains these logits with `CategoricalCrossentropy()
 import keras
 from keras import layers
 
-from spec_impl._base import BuildByCallMixin, inner, outer
+from spec_impl._base import BuildByCallMixin, inner, outer, serializable
 from spec_impl._validation import check_choice, check_input_shape, check_positive_int
 from spec_impl.trainer.precision import output_dtype
 
@@ -65,7 +65,7 @@ def functional_cnn(input_shape=(28, 28, 3), num_classes=10, pooling="max"):
     return keras.Model(inputs, x, name="functional_cnn")
 
 
-@keras.saving.register_keras_serializable(package="spec_impl")
+@serializable
 class SubclassedCNN(BuildByCallMixin, keras.Model):
     """The CNN with the Model-subclassing API.
 

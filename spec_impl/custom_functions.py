@@ -8,7 +8,8 @@ The four functions are the document's; each is registered so a model using them 
 import keras
 from keras import ops
 
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
+from spec_impl._base import serializable
+
 L1_FACTOR = 0.01  # document 003
 
 

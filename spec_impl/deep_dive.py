@@ -10,11 +10,9 @@ import copy
 import keras
 from keras import layers
 
-from spec_impl._base import inner, outer
+from spec_impl._base import inner, outer, serializable
 from spec_impl._validation import check_positive_int
 from spec_impl.trainer.precision import output_dtype
-
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
 
 TICKET_INPUTS = ("title", "text_body", "tags")
 

@@ -12,10 +12,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from spec_impl._base import BuildByCallMixin, inner, outer
+from spec_impl._base import BuildByCallMixin, inner, outer, serializable
 from spec_impl._validation import check_choice, check_input_shape, check_positive_int
-
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
 
 
 @serializable

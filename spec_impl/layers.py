@@ -4,10 +4,9 @@ MyGaussianNoise and ResidualBlock; and the chapter's exercise, LayerNormalizatio
 import keras
 from keras import layers, ops
 
-from spec_impl._base import BuildByCallMixin, inner
+from spec_impl._base import BuildByCallMixin, inner, serializable
 from spec_impl._validation import check_input_shape, check_positive_int
 
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
 LAYER_NORM_EPSILON = 1e-3  # keras.layers.LayerNormalization's default
 
 # Document 003's weightless layer. A `.keras` file holding it is refused under the default

@@ -11,6 +11,8 @@ import keras
 from keras import ops
 from keras.src.losses.loss import squeeze_or_expand_to_same_rank  # what Keras's losses use
 
+from spec_impl._base import serializable
+
 DEFAULT_THRESHOLD = 1.0
 
 
@@ -73,7 +75,7 @@ def create_huber(threshold=DEFAULT_THRESHOLD):
     return huber_fn
 
 
-@keras.saving.register_keras_serializable(package="spec_impl")
+@serializable
 class HuberLoss(keras.losses.Loss):
     """Huber loss as a `keras.losses.Loss` whose threshold survives saving.
 

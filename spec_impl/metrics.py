@@ -4,9 +4,8 @@
 import keras
 from keras import ops
 
+from spec_impl._base import serializable
 from spec_impl.losses import DEFAULT_THRESHOLD, _check_threshold, _huber
-
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
 
 
 @serializable

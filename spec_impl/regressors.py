@@ -4,12 +4,11 @@ CustomModel overriding `train_step` / `test_step`."""
 import keras
 from keras import layers, ops
 
-from spec_impl._base import BuildByCallMixin, inner, outer
+from spec_impl._base import BuildByCallMixin, inner, outer, serializable
 from spec_impl._validation import check_input_shape, check_positive_int
 from spec_impl.layers import ResidualBlock
 from spec_impl.trainer.precision import output_dtype
 
-serializable = keras.saving.register_keras_serializable(package="spec_impl")
 RECONSTRUCTION_WEIGHT = 0.05  # document 003
 N_HIDDEN = 5  # document 003: five Dense(10, relu) layers
 

@@ -8,22 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from spec_impl import load_dataset, train
+from spec_impl import train
 from spec_impl._validation import MODES
 from spec_impl.callbacks import CallRecorder as Recorder
-from spec_impl.testing import assert_allclose
+from spec_impl.testing import assert_allclose, read_scalars
 
 N_TRAIN, BATCH, EPOCHS = 100, 32, 2  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
 ATOL = 1e-5  # float32 reductions in another order (XLA fuses differently)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    (x, y), (x_test, y_test) = load_dataset("digits", input_shape=(64,))
-    return (x[:N_TRAIN], y[:N_TRAIN]), (x_test[:64], y_test[:64])
 
 
 def mlp():
@@ -53,9 +46,7 @@ def reference(digits, tmp_path_factory):
 
 
 def steps_of(folder, tag):
-    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    acc.Reload()
-    return [e.step for e in acc.Tensors(tag)] if tag in acc.Tags()["tensors"] else []
+    return [step for step, _ in read_scalars(folder).get(tag, [])]
 
 
 AXES = list(itertools.product(MODES, [False, True], [False, True], [False, True], [False, True]))

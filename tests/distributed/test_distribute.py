@@ -483,6 +483,14 @@ def test_two_worker_processes_equal_one_device_and_only_the_chief_writes(tmp_pat
     assert list(scratch.glob("spec_impl-worker-*")) == []
 
 
+# How the chief learns that worker 1 died, by TensorFlow version (measured on each): 2.21 names
+# the heartbeats; 2.16 reports the collective it was in as cancelled.
+KILLED_WORKER_MESSAGES = {(2, 16): "CollectiveReduceV2",
+                          (2, 21): "tasks are unhealthy (stopped sending heartbeats)"}
+KILLED_WORKER_MESSAGE = KILLED_WORKER_MESSAGES.get(
+    tuple(int(p) for p in tf.__version__.split(".")[:2]), "")  # another version: no pin
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_epoch_and_a_restart_from_the_checkpoint(tmp_path, worker_reference):
     import distributed_worker as worker
@@ -499,7 +507,8 @@ def test_a_worker_killed_mid_epoch_and_a_restart_from_the_checkpoint(tmp_path, w
         other.send_signal(signal.SIGKILL)
         # The chief's collective fails once worker 1 stops sending heartbeats.
         assert chief.wait(timeout=CLUSTER_TIMEOUT) != 0
-    assert "tasks are unhealthy (stopped sending heartbeats)" in (out / "w0.log").read_text()
+    chief_log = (out / "w0.log").read_text()
+    assert KILLED_WORKER_MESSAGE in chief_log, chief_log[-3000:]
     reader = tf.train.load_checkpoint(str(out / "checkpoints"))
     assert (reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
             reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, worker.CHECKPOINT_EVERY)
