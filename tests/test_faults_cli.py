@@ -15,9 +15,9 @@ import pytest
 from spec_impl.cli import main
 from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE
 
-# MiniInception (the default model) on 640 digits, 4 epochs of 20 steps: long enough that a
-# SIGTERM sent once epoch 1's checkpoint exists lands in the middle of training.
-ARGS = ("--limit", "640", "--epochs", "4", "--quiet")
+# MiniInception (the default model) on 320 digits, 3 epochs of 10 steps: a SIGTERM sent once
+# epoch 1's checkpoint exists lands in the middle of training (two epochs are left).
+ARGS = ("--limit", "320", "--epochs", "3", "--quiet")
 TIMEOUT = 600
 
 
