@@ -574,6 +574,30 @@ def test_the_command_line_with_its_progress_bar_on_two_workers(tmp_path):
         assert (out / "out" / "model.keras").exists()
 
 
+@pytest.mark.parametrize("replicas", REPLICAS)
+def test_on_nan_skip_under_a_strategy_skips_on_every_replica(replicas, strategies):
+    # A NaN in one sample of the second batch: only the replica holding it sees a NaN, yet all
+    # must leave the step out (they all-reduce the decision). The reference is one device
+    # trained on the data without that batch.
+    x, y = digits(N_EVEN)
+    bad = x.copy()
+    bad[BATCH + 4, 0] = np.nan
+    strategy = strategies[replicas]
+    model = make("mnist_mlp", strategy)
+    with scope(strategy):
+        optimizer = keras.optimizers.SGD(CASES["mnist_mlp"][4])
+    with pytest.warns(RuntimeWarning, match="Skipped 1 step"):
+        history = train(model, bad, y, shuffle=False, loss=CASES["mnist_mlp"][2], optimizer=optimizer,
+                        epochs=EPOCHS, batch_size=BATCH, verbose=0, strategy=strategy,
+                        on_nan="skip").history
+    keep = np.r_[0:BATCH, 2 * BATCH:N_EVEN]
+    reference = make("mnist_mlp", None)
+    ref_history = train(reference, x[keep], y[keep], shuffle=False, loss=CASES["mnist_mlp"][2],
+                        optimizer=keras.optimizers.SGD(CASES["mnist_mlp"][4]), epochs=EPOCHS,
+                        batch_size=BATCH, verbose=0).history
+    assert_same_run((model, history), (reference.get_weights(), ref_history))
+
+
 def test_optimizer_created_outside_the_scope_is_refused(strategies):
     with pytest.raises(ValueError, match="The optimizer SGD was created outside the strategy's "
                                          "scope. Create it inside `with strategy.scope\\(\\):`"):
