@@ -78,6 +78,12 @@ def graphviz():
     _require_tool("dot")
 
 
+@pytest.fixture(scope="session")
+def tf_keras():
+    """Skip (or, under CI, fail) unless tf-keras, the `legacy` extra, is installed."""
+    require_module("tf_keras")
+
+
 def require_module(name):
     """Skip (or, under CI, fail) unless the optional Python package `name` is installed."""
     from importlib.util import find_spec

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from conftest import require_module
 from spec_impl.idioms import IDIOMS, describe, format_matrix, run_idiom, run_legacy
 from spec_impl.testing import conv_keeps_input_channels_on_an_empty_batch
 
@@ -76,8 +75,7 @@ def test_on_keras_3(idiom):
 
 
 @pytest.fixture(scope="module")
-def legacy():
-    require_module("tf_keras")
+def legacy(tf_keras):
     return run_legacy()
 
 
