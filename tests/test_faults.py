@@ -10,9 +10,11 @@ The SIGTERMs here are real signals sent to this process by a callback at a chose
 `tests/distributed/test_distribute.py` to one worker of a two-worker cluster.
 """
 
+import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,8 +24,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl import load_dataset, train
-from spec_impl.testing import assert_allclose
+from spec_impl import global_policy, load_dataset, train
+from spec_impl.testing import assert_allclose, read_scalars
 from spec_impl.trainer.checkpointing import (
     CheckpointUnreadableError,
     CheckpointWriteError,
@@ -191,10 +193,6 @@ def test_a_second_run_on_a_locked_folder_fails_fast_and_the_first_is_not_disturb
 def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    import json
-    import socket
-
-    tmp_path.mkdir(exist_ok=True)
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
     with pytest.warns(RuntimeWarning, match=f"Taking over the stale lock {tmp_path / LOCK_NAME} "
                                             f"of process {gone.pid} on "):
@@ -377,3 +375,46 @@ def test_skip_under_a_mirrored_strategy_equals_one_device():
     reference, _ = run("function", 1, x=xr, y=yr, epochs=1)
     for got, want in zip(model.get_weights(), reference.get_weights()):
         assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+# ---- the options together ----
+
+def _every_option(folder, mode, k, callbacks=(), strategy=None):
+    """A NaN batch skipped, bfloat16 compute, TensorBoard logging, checkpoints, validation and
+    accuracy, under `strategy`: the options a long run combines."""
+    x, y = _with_nan_batch()
+    _, _, x_val, y_val = digits()
+    scope = strategy.scope() if strategy is not None else global_policy("mixed_bfloat16")
+    with scope:
+        model = mlp()
+        optimizer = keras.optimizers.Adam(1e-2)
+    with pytest.warns(RuntimeWarning, match="Skipped 1 step"):
+        history = train(model, x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+                        validation_data=(x_val, y_val), loss="sparse_categorical_crossentropy",
+                        optimizer=optimizer, metrics=["accuracy"], mode=mode,
+                        steps_per_execution=k, on_nan="skip", log_dir=str(folder / "logs"),
+                        checkpoint_dir=str(folder / "ckpt"), callbacks=list(callbacks),
+                        strategy=strategy)
+    return model, history
+
+
+@pytest.mark.parametrize("mode, k, strategy", [("xla", 2, False), ("function", 1, True)],
+                         ids=["xla-k2-bfloat16", "function-mirrored"])
+def test_preemption_with_every_other_option_resumes_bit_identical(mode, k, strategy, tmp_path):
+    # The SIGTERM lands in epoch 2 after the skipped step (step 2, inside an XLA group of two),
+    # the run resumes from its checkpoint, and everything ends as in an uninterrupted run:
+    # weights, optimizer state, the resumed epochs' logs, and one TensorBoard point per step
+    # across the two processes' event files, with the uninterrupted run's values.
+    make = (lambda: tf.distribute.MirroredStrategy(["/cpu:0"])) if strategy else (lambda: None)
+    reference, ref_history = _every_option(tmp_path / "reference", mode, k, strategy=make())
+    with pytest.raises(TrainingPreempted) as info:
+        _every_option(tmp_path / "run", mode, k, [SigtermAt(("batch", 1, 4))], strategy=make())
+    assert (info.value.epoch, info.value.step) == (1, 4 + k)
+    model, history = _every_option(tmp_path / "run", mode, k, strategy=make())
+    assert_same_state(model, reference)
+    for name, values in history.history.items():
+        assert values == ref_history.history[name][-len(values):], name
+    got = read_scalars(tmp_path / "run" / "logs" / "train")["batch_loss"]
+    want = read_scalars(tmp_path / "reference" / "logs" / "train")["batch_loss"]
+    assert [step for step, _ in want] == list(range(1, EPOCHS * STEPS + 1))
+    assert got == want

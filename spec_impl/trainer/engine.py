@@ -231,7 +231,12 @@ class Trainer:
         if self.strategy is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
             if self.strategy is not None:
                 bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
-            return tf.cond(bad == 0, lambda: self._update(*step) or loss, lambda: nan)
+
+            def update():
+                self._update(*step)
+                return loss
+
+            return tf.cond(bad == 0, update, lambda: nan)
 
         # A branch that all-reduces (apply_gradients) cannot sit in a replica's cond under a
         # merge-call strategy: the cond is taken in the cross-replica context, as Keras's
