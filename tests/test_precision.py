@@ -176,27 +176,47 @@ def _mlp(policy, seed=0):
                                  keras.layers.Dense(10, activation="softmax", dtype=output_dtype())])
 
 
-# Tolerances: float32 as in test_engine; the low-precision ones are a few units of the compute
-# dtype's last place (float16 ~1e-3, bfloat16 ~1e-2) on weights of size ~0.3.
-TOLERANCE = {"float32": 1e-5, "mixed_float16": 2e-3, "mixed_bfloat16": 2e-2}
+# `fit` is run the way `train` runs (eagerly, as a tf.function, or XLA-compiled), so both execute
+# the same ops on the same dtypes: they agree to float32 round-off whatever the policy (measured:
+# bit-identical). The tolerance is a few float32 ulps at weights of size ~0.3 (ulp ~3e-8), in case a
+# thread pool splits a reduction differently; a wider one would hide a lost policy (float16 moves
+# the weights ~8e-6 from float32's). The test also checks that the weights moved well past it.
+ROUND_OFF = 1e-7
 
 
-@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
-@pytest.mark.parametrize("policy", POLICIES)
-def test_train_matches_fit_under_each_policy(policy, mode, digits):
-    x, y = digits
+def _fit_and_train(policy, mode, x, y):
     reference = _mlp(policy)
     initial = reference.get_weights()
-    reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                      run_eagerly=mode == "eager", jit_compile=mode == "xla")
     fit = reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
     model = _mlp(policy, seed=1)
     model.set_weights(initial)
     history = train(model, x, y, shuffle=False, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=2, batch_size=32, mode=mode,
                     verbose=0).history
+    return initial, reference, fit, model, history
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_train_matches_fit_under_each_policy(policy, mode, digits):
+    initial, reference, fit, model, history = _fit_and_train(policy, mode, *digits)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (
         policy == "mixed_float16")
     assert {w.dtype for w in model.weights} == {"float32"}
     for got, want in zip(model.get_weights(), reference.get_weights()):
-        assert_allclose(got, want, atol=TOLERANCE[policy], rtol=0)
-    assert_allclose(history["loss"], fit["loss"], atol=TOLERANCE[policy], rtol=0)
+        assert_allclose(got, want, atol=ROUND_OFF, rtol=0)
+    assert_allclose(history["loss"], fit["loss"], atol=ROUND_OFF, rtol=0)
+    moved = np.concatenate([np.abs(w - w0).ravel() for w, w0 in zip(model.get_weights(), initial)])
+    assert np.median(moved) > 1000 * ROUND_OFF  # measured: ~8.6e-4
+
+
+def test_the_policies_train_to_different_weights(digits):
+    """The comparison above can fail: a policy that was silently dropped changes the weights by
+    far more than the round-off it is held to."""
+    weights = {policy: _fit_and_train(policy, "function", *digits)[3].get_weights()
+               for policy in POLICIES}
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        gap = max(np.abs(a - b).max() for a, b in zip(weights[policy], weights["float32"]))
+        assert gap > 10 * ROUND_OFF, (policy, gap)  # measured: float16 7.7e-6, bfloat16 4.3e-4
