@@ -1,10 +1,20 @@
 """`spec-impl train`: artefacts, errors, resume."""
 
 import os
+import re
 import subprocess
 import sys
 
+import keras
+import matplotlib.image
+import numpy as np
 import pytest
+import tensorflow as tf
+
+from spec_impl import load_dataset
+
+MNIST_MLP_PARAMS = 407_050  # document 002's MNIST model
+CONFUSION_PNG_SHAPE = (700, 800, 4)  # 10 classes at matplotlib's 100 dpi (see test_workflow)
 
 
 def run(*args):
@@ -20,11 +30,24 @@ def finished_run(tmp_path_factory):
     return out, proc
 
 
+def assert_artefacts_of_one_run(out, stdout):
+    """The saved model is the one evaluated: its own predictions on the digits test split give the
+    printed accuracy, and `report.txt` holds the printed report."""
+    model = keras.models.load_model(out / "model.keras")
+    assert model.count_params() == MNIST_MLP_PARAMS
+    _, (x_test, y_test) = load_dataset("digits", input_shape=(784,))
+    accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=-1) == y_test)
+    printed = re.search(r"test accuracy (\d\.\d{4})", stdout)
+    assert printed and printed.group(1) == f"{accuracy:.4f}", stdout[-500:]
+    report = (out / "report.txt").read_text()
+    assert report.split("\nROC AUC")[0] in stdout and report.startswith(" " * 14 + "precision")
+    assert matplotlib.image.imread(out / "confusion_matrix.png").shape == CONFUSION_PNG_SHAPE
+
+
 def test_train_writes_every_artefact(finished_run):
     out, proc = finished_run
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("model.keras", "report.txt", "confusion_matrix.png"):
-        assert (out / name).stat().st_size > 0
+    assert_artefacts_of_one_run(out, proc.stdout)
     assert (out / "checkpoints" / "checkpoint").exists()
     assert os.listdir(out / "logs" / "train") and os.listdir(out / "logs" / "validation")
     assert "test accuracy" in proc.stdout and "tensorboard --logdir" in proc.stdout
@@ -70,8 +93,6 @@ def test_mixed_precision_and_several_steps_per_call(tmp_path):
     proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "128", "--out", str(tmp_path),
                "--precision", "mixed_bfloat16", "--steps-per-execution", "3", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import keras
-
     model = keras.models.load_model(tmp_path / "model.keras")
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     # The hidden Dense computes in bfloat16, the softmax output in float32; variables float32.
@@ -90,11 +111,22 @@ def test_bad_precision_or_steps_per_execution(flag, value, message, tmp_path):
 
 
 def test_train_on_two_mirrored_devices(tmp_path):
+    """The two-replica run saves the model it evaluated, and its checkpoint holds the same weights.
+    (Its weights differ from a one-device run's: each replica draws its own dropout masks; the
+    library's mirrored training is held to one device in tests/distributed/.)"""
     proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "128", "--out", str(tmp_path),
                "--strategy", "mirrored", "--devices", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "model.keras").stat().st_size > 0
-    assert "test accuracy" in proc.stdout
+    assert_artefacts_of_one_run(tmp_path, proc.stdout)
+    saved = keras.models.load_model(tmp_path / "model.keras")
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    # The checkpoint numbers the model's variables in order (the dropout's seed state among them).
+    trained = [(i, v) for i, v in enumerate(saved.variables) if v.trainable]
+    assert [v.path for _, v in trained] == ["dense/kernel", "dense/bias", "dense_1/kernel",
+                                            "dense_1/bias"]
+    for i, variable in trained:
+        np.testing.assert_array_equal(
+            reader.get_tensor(f"model/v{i:05d}/.ATTRIBUTES/VARIABLE_VALUE"), variable.numpy())
 
 
 @pytest.mark.parametrize("args, message", [
