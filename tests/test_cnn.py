@@ -95,13 +95,31 @@ def test_bad_arguments_raise():
         SubclassedCNN(0)
 
 
-@pytest.mark.parametrize("api", list(BUILDERS), ids=list(BUILDERS))
-def test_short_fit_on_digits_lowers_the_loss(api, seed):
+def _fit_on_digits(api, initial=None):
     (x, y), _ = load_dataset("digits", input_shape=INPUT_SHAPE)
-    model = BUILDERS[api](INPUT_SHAPE, 10)
+    keras.utils.set_random_seed(0)  # the same dropout seed in each API's model
+    model = BUILDERS[api](INPUT_SHAPE, 10, pooling="max")
+    if initial is not None:
+        model.set_weights(initial)
+    initial = model.get_weights()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=logits_loss())
     history = model.fit(x[:256], y[:256], batch_size=32, epochs=3, shuffle=False, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    return initial, history.history["loss"], model.get_weights()
+
+
+def test_the_three_apis_train_alike():
+    """From the same weights and seed, `fit` on the same batches gives each API's model the same
+    losses and weights (measured: bit-identical; held to float32 round-off)."""
+    initial, losses, weights = _fit_on_digits("sequential")
+    for api in ("functional", "subclassed"):
+        _, got_losses, got_weights = _fit_on_digits(api, initial)
+        assert_allclose(got_losses, losses, atol=1e-6, rtol=0)
+        for got, want in zip(got_weights, weights):
+            assert_allclose(got, want, atol=1e-6, rtol=0)
+    # It did train: each epoch's mean loss is below the last (measured 2.47, 0.63, 0.39).
+    assert losses[0] > losses[1] > losses[2]
+    moved = max(np.abs(w - w0).max() for w, w0 in zip(weights, initial))
+    assert moved > 1e-2
 
 
 @pytest.mark.parametrize("api", list(BUILDERS), ids=list(BUILDERS))
