@@ -130,8 +130,8 @@ class CustomModel(keras.Model):
     """A Model with its own `train_step` and `test_step` (document 002), still driven by `fit`.
 
     Build it like a Functional model, `CustomModel(inputs, outputs)`. It computes the sparse
-    categorical cross-entropy of probabilities, tracks the mean loss and accuracy itself, and
-    lists them in `metrics` so that Keras resets them each epoch.
+    categorical cross-entropy of probabilities, tracks the mean loss (per sample, as `fit` does)
+    and accuracy itself, and lists them in `metrics` so that Keras resets them each epoch.
     """
 
     def __init__(self, *args, **kwargs):
@@ -157,7 +157,9 @@ class CustomModel(keras.Model):
         return self._update_metrics(self.loss_fn(targets, predictions), targets, predictions)
 
     def _update_metrics(self, loss, targets, predictions):
-        self.loss_tracker.update_state(loss)
+        # Weighted by the batch's size, as `fit` weights its loss tracker: document 002's
+        # `update_state(loss)` averages the batch means, which over-weights a short last batch.
+        self.loss_tracker.update_state(loss, sample_weight=keras.ops.shape(targets)[0])
         self.accuracy.update_state(targets, predictions)
         return {m.name: m.result() for m in self.metrics}
 
