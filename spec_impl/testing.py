@@ -241,9 +241,12 @@ def read_scalars(folder):
 
 def conv_keeps_input_channels_on_an_empty_batch():
     """Whether this machine's TensorFlow CPU `Conv2D` returns an empty batch with the *input's*
-    channels instead of the filters' (measured: yes on an Intel Xeon, no on an AMD EPYC, both
-    TensorFlow 2.21). Where it does, Keras's bias add refuses the result
-    (`Incompatible shapes: [0,...] vs. [1,1,1,filters]`), so a call on a batch of 0 fails."""
+    channels instead of the filters'.
+
+    It depends on which CPU kernel TensorFlow picks on the machine (both answers have been
+    measured with TensorFlow 2.21), so it is probed. Where it does, Keras's bias add refuses the
+    result (`Incompatible shapes: [0,...] vs. [1,1,1,filters]`), so a call on a batch of 0 fails.
+    """
     import tensorflow as tf
 
     return tf.nn.conv2d(tf.zeros((0, 4, 4, 3)), tf.zeros((1, 1, 3, 8)), 1, "SAME").shape[-1] != 8
