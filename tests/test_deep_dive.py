@@ -48,17 +48,6 @@ def test_named_sequential_model():
     assert model.output_shape == (None, 10)
 
 
-def test_documented_input_shape_then_other_build_shape_raises():
-    # Document 002 passes input_shape=(10,) to the first layer and then builds for (None, 3).
-    # Keras 3 warns about `input_shape` on a layer and refuses the conflicting build.
-    model = keras.Sequential()
-    with pytest.warns(UserWarning, match="Do not pass an `input_shape`"):
-        model.add(keras.layers.Dense(64, activation="relu", input_shape=(10,)))
-    model.add(keras.layers.Dense(1, activation="sigmoid"))
-    with pytest.raises(ValueError, match=r"already been configured to use input shape \(None, 10\)"):
-        model.build(input_shape=(None, 3))
-
-
 def test_ticket_classifier_structure():
     model = ticket_classifier()
     assert model.count_params() == TICKET_PARAMS

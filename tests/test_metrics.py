@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -28,12 +27,6 @@ def test_precision_demo():
     precision.reset_state()
     assert float(precision.result()) == 0.0
     assert all(v.numpy().tolist() == [0.0] for v in precision.variables)
-
-
-def test_reset_states_is_gone_in_keras3():
-    # Documents 000, 001 and 003 call metric.reset_states(); Keras 3 has only reset_state().
-    with pytest.raises(AttributeError, match="reset_states"):
-        keras.metrics.Precision().reset_states()
 
 
 def test_huber_metric_documented_values():
