@@ -250,3 +250,42 @@ def conv_keeps_input_channels_on_an_empty_batch():
     import tensorflow as tf
 
     return tf.nn.conv2d(tf.zeros((0, 4, 4, 3)), tf.zeros((1, 1, 3, 8)), 1, "SAME").shape[-1] != 8
+
+
+DIGITS_FEATURES = 64  # load_digits: 8 x 8 images, flattened
+DIGITS_VALIDATION = 64  # the first samples of the test split that the tests validate on
+
+
+def digits_arrays(n_train, n_val=DIGITS_VALIDATION):
+    """The small fixed slices of the embedded digits that the training tests use.
+
+    Returns:
+        `(x, y, x_val, y_val)`: the first `n_train` training images, flat (64 features), their
+        integer labels, and the first `n_val` of the test split.
+    """
+    from spec_impl.data import load_dataset
+
+    (x, y), (x_val, y_val) = load_dataset("digits", input_shape=(DIGITS_FEATURES,))
+    return x[:n_train], y[:n_train], x_val[:n_val], y_val[:n_val]
+
+
+def digits_mlp(hidden=16, *, seed=0):
+    """`Dense(hidden, relu) -> Dense(10, softmax)` on the 64 digit features: a deterministic
+    classifier (no dropout) for comparing runs.
+
+    Args:
+        hidden: units of the hidden layer.
+        seed: `keras.utils.set_random_seed(seed)` runs first, so the same seed gives the same
+            weights; `None` leaves the random state alone.
+
+    Under a mixed global policy the output layer computes in float32 (`output_dtype`).
+    """
+    import keras
+
+    from spec_impl.trainer.precision import output_dtype
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((DIGITS_FEATURES,)),
+                             keras.layers.Dense(hidden, activation="relu"),
+                             keras.layers.Dense(10, activation="softmax", dtype=output_dtype())])

@@ -2,15 +2,12 @@
 
 import pytest
 
-from spec_impl import load_dataset
-
-VALIDATION_SAMPLES = 64
+from spec_impl.testing import digits_arrays
 
 
 @pytest.fixture(scope="module")
 def digits(request):
     """`(x, y), (x_val, y_val)`: the first `N_TRAIN` (the test module's constant) embedded digits,
     flat (64 features), and the first 64 of the test split."""
-    (x, y), (x_val, y_val) = load_dataset("digits", input_shape=(64,))
-    n = request.module.N_TRAIN
-    return (x[:n], y[:n]), (x_val[:VALIDATION_SAMPLES], y_val[:VALIDATION_SAMPLES])
+    x, y, x_val, y_val = digits_arrays(request.module.N_TRAIN)
+    return (x, y), (x_val, y_val)

@@ -14,19 +14,12 @@ import tensorflow as tf
 
 from spec_impl import LossHistory, train
 from spec_impl._validation import MODES
-from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl.testing import assert_allclose, digits_mlp, read_scalars
 from spec_impl.trainer.checkpointing import TrainingCheckpoint
 from spec_impl.trainer.engine import Trainer
 
 N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
-
-
-def mlp(seed=0):
-    """A small classifier without randomness (no dropout)."""
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
 
 
 def quiet_train(model, data, **kwargs):
@@ -41,16 +34,16 @@ def quiet_train(model, data, **kwargs):
 
 def test_unknown_mode_lists_the_three(digits):
     with pytest.raises(ValueError, match=r"one of eager, function, xla. Received: mode='jit'"):
-        quiet_train(mlp(), digits[0], mode="jit")
+        quiet_train(digits_mlp(32), digits[0], mode="jit")
 
 
 def test_history_has_one_value_per_epoch_and_learns(digits):
-    history = quiet_train(mlp(), digits[0], epochs=3, validation_data=digits[1],
+    history = quiet_train(digits_mlp(32), digits[0], epochs=3, validation_data=digits[1],
                           metrics=["accuracy"])
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 3 for v in history.values())
     # the values are fit's from the same weights on the same batches (rows of test_fit_parity)
-    reference = mlp()
+    reference = digits_mlp(32)
     reference.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     fit = reference.fit(*digits[0], batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
@@ -62,7 +55,7 @@ def test_history_has_one_value_per_epoch_and_learns(digits):
 def test_step_functions_trace_once_across_epochs_and_a_partial_batch(digits):
     # The traced signature has a free batch axis, so the partial last batch (4 of 32) does not
     # add a trace: exactly one trace per step function after three epochs.
-    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="adam")
+    trainer = Trainer(digits_mlp(32), loss="sparse_categorical_crossentropy", optimizer="adam")
     trainer.fit(*digits[0], epochs=3, validation_data=digits[1], verbose=0, shuffle=False)
     assert trainer.train_step.experimental_get_tracing_count() == 1
     assert trainer.test_step.experimental_get_tracing_count() == 1
@@ -83,7 +76,7 @@ def test_loss_includes_model_losses(digits):
 
 def test_tensorboard_scalars_per_batch_and_epoch(digits, tmp_path):
     epochs = 2
-    history = quiet_train(mlp(), digits[0], epochs=epochs, validation_data=digits[1],
+    history = quiet_train(digits_mlp(32), digits[0], epochs=epochs, validation_data=digits[1],
                           metrics=["accuracy"], log_dir=str(tmp_path))
     train_scalars = read_scalars(tmp_path / "train")
     val_scalars = read_scalars(tmp_path / "validation")
@@ -110,9 +103,9 @@ def _bar_text(out):
 
 def test_progress_bar_is_fits(digits, capsys):
     # The bar is Keras's ProgbarLogger: the lines fit prints, the values of this run.
-    history = quiet_train(mlp(), digits[0], epochs=2, verbose=1, validation_data=digits[1])
+    history = quiet_train(digits_mlp(32), digits[0], epochs=2, verbose=1, validation_data=digits[1])
     ours = _bar_text(capsys.readouterr().out)
-    model = mlp()
+    model = digits_mlp(32)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(*digits[0], epochs=2, verbose=1, validation_data=digits[1], batch_size=BATCH,
               shuffle=False)
@@ -123,19 +116,19 @@ def test_progress_bar_is_fits(digits, capsys):
 
 
 def test_silent_when_verbose_zero(digits, capsys):
-    quiet_train(mlp(), digits[0], epochs=1, verbose=0, validation_data=digits[1])
+    quiet_train(digits_mlp(32), digits[0], epochs=1, verbose=0, validation_data=digits[1])
     assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_modes_agree_with_fit(mode, digits):
     x, y = digits[0]
-    reference = mlp()
+    reference = digits_mlp(32)
     initial = reference.get_weights()
     reference.compile(optimizer=keras.optimizers.Adam(1e-2),
                       loss="sparse_categorical_crossentropy")
     reference.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    model = mlp()
+    model = digits_mlp(32)
     model.set_weights(initial)
     quiet_train(model, (x, y), optimizer=keras.optimizers.Adam(1e-2), mode=mode)
     for got, want in zip(model.get_weights(), reference.get_weights()):
@@ -146,7 +139,7 @@ def _fit_and_train(callbacks_for, digits, epochs=4, **kwargs):
     x, y = digits[0]
     results = {}
     for loop in ("fit", "train"):
-        model = mlp()
+        model = digits_mlp(32)
         callbacks = callbacks_for(loop)
         if loop == "fit":
             model.compile(optimizer=keras.optimizers.Adam(1e-2),
@@ -190,7 +183,7 @@ def test_model_checkpoint_keeps_only_improvements(digits, tmp_path):
 
 
 def test_keras_tensorboard_callback_works_with_train(digits, tmp_path):
-    quiet_train(mlp(), digits[0], epochs=2, validation_data=digits[1],
+    quiet_train(digits_mlp(32), digits[0], epochs=2, validation_data=digits[1],
                 callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path))])
     assert [s for s, _ in read_scalars(tmp_path / "train")["epoch_loss"]] == [0, 1]
     assert [s for s, _ in read_scalars(tmp_path / "validation")["epoch_loss"]] == [0, 1]
@@ -208,7 +201,7 @@ def test_loss_history_writes_one_png_per_epoch_in_both_loops(digits, tmp_path):
 
 def test_shape_mismatch_is_refused_before_the_first_step(digits):
     x, y = digits[0]
-    model = mlp()
+    model = digits_mlp(32)
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, 64\). "
                                          r"Received: \(batch, 63\)"):
@@ -222,27 +215,27 @@ def test_labels_out_of_range_are_refused(digits):
     y[-1] = 12
     with pytest.raises(ValueError, match=r"class ids in \[0, 10\) for this model's 10 outputs. "
                                          r"Received labels from 0 to 12"):
-        quiet_train(mlp(), (x, y))
+        quiet_train(digits_mlp(32), (x, y))
 
 
 def test_bad_data_arguments(digits):
     x, y = digits[0]
     with pytest.raises(ValueError, match=r"positive integer batch_size. Received: batch_size=0"):
-        quiet_train(mlp(), (x, y), batch_size=0)
+        quiet_train(digits_mlp(32), (x, y), batch_size=0)
     with pytest.raises(ValueError, match=r"validation_split` in \(0, 1\). "
                                          r"Received: validation_split=1.5"):
-        quiet_train(mlp(), (x, y), validation_split=1.5)
+        quiet_train(digits_mlp(32), (x, y), validation_split=1.5)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(digits, tmp_path):
     x, y = digits[0]
     x = x.copy()
     x[70] = np.nan  # in the third batch
-    model = mlp()
+    model = digits_mlp(32)
     with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 3: "
                                                  r"training stopped.*last good checkpoint is .*ckpt-2"):
         quiet_train(model, (x, y), checkpoint_dir=str(tmp_path), checkpoint_every=1)
-    fresh = mlp(seed=1)
+    fresh = digits_mlp(32, seed=1)
     trainer = Trainer(fresh, loss="sparse_categorical_crossentropy",
                       optimizer=keras.optimizers.Adam(1e-2))
     assert TrainingCheckpoint(tmp_path, trainer).restore_latest() == (0, 2)

@@ -12,22 +12,16 @@ import tensorflow as tf
 from spec_impl import train
 from spec_impl._validation import MODES
 from spec_impl.callbacks import CallRecorder as Recorder
-from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl.testing import assert_allclose, digits_mlp, read_scalars
 
 N_TRAIN, BATCH, EPOCHS = 100, 32, 2  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
 ATOL = 1e-5  # float32 reductions in another order (XLA fuses differently)
 
 
-def mlp():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
-
-
 def run(data, tmp_path, *, mode="function", log=False, ckpt=False, callbacks=False,
         metrics=False, k=1):
-    model = mlp()
+    model = digits_mlp()
     recorder = Recorder()
     history = train(model, *data[0], shuffle=False, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
@@ -124,12 +118,12 @@ def test_callback_calls_match_fit_with_the_same_steps_per_execution(k, digits):
     # 4 steps per epoch: k = 1 and 2 divide it, where fit's and train's step indices coincide.
     x, y = digits[0]
     fit_recorder, train_recorder = Recorder(), Recorder()
-    model = mlp()
+    model = digits_mlp()
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
                   steps_per_execution=k)
     fit = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
                     callbacks=[fit_recorder]).history
-    mine = mlp()
+    mine = digits_mlp()
     history = train(mine, x, y, shuffle=False, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, batch_size=BATCH,
                     callbacks=[train_recorder], verbose=0, steps_per_execution=k).history
@@ -145,7 +139,8 @@ def test_steps_per_execution_checkpoints_at_the_call_that_reaches_checkpoint_eve
                                                                                   tmp_path):
     # k = 3, checkpoint_every = 2: calls end after steps 3 and 4 (epoch 1); the call ending at
     # step 3 crosses 2, the one at 4 crosses 4; then the epoch-end checkpoint.
-    train(mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd", epochs=1,
+    train(digits_mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy",
+          optimizer="sgd", epochs=1,
           batch_size=BATCH, checkpoint_dir=str(tmp_path), checkpoint_every=2,
           steps_per_execution=3, verbose=0)
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
@@ -163,7 +158,7 @@ def test_non_finite_loss_names_the_step_inside_a_group(digits):
     x = x.copy()
     x[70] = np.nan  # the third batch: the first call (k = 2) passes, the second fails
     with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 3: "):
-        train(mlp(), x, y, shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd",
+        train(digits_mlp(), x, y, shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd",
               batch_size=BATCH, steps_per_execution=2, verbose=0)
 
 
@@ -171,7 +166,8 @@ def test_non_finite_loss_names_the_step_inside_a_group(digits):
 def test_bad_steps_per_execution(bad, digits):
     with pytest.raises(ValueError, match=r"positive integer for `steps_per_execution`. "
                                          rf"Received: steps_per_execution={bad!r}"):
-        train(mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy", optimizer="sgd",
+        train(digits_mlp(), *digits[0], shuffle=False, loss="sparse_categorical_crossentropy",
+              optimizer="sgd",
               steps_per_execution=bad, verbose=0)
 
 
@@ -180,7 +176,7 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
     x, y = digits[0]
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).filter(lambda a, b: True)
     assert int(data.cardinality()) == tf.data.UNKNOWN_CARDINALITY
-    model = mlp()
+    model = digits_mlp()
     history = train(model, data, loss="sparse_categorical_crossentropy",
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, steps_per_execution=3,
                     verbose=0).history
@@ -192,7 +188,7 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
 def test_xla_compiles_the_numeric_step_and_not_the_summaries(digits, tmp_path):
     from spec_impl.trainer.engine import Trainer
 
-    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="sgd", mode="xla",
+    trainer = Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", optimizer="sgd", mode="xla",
                       log_dir=str(tmp_path))
     x, y = digits[0]
     trainer.fit(x, y, batch_size=BATCH, verbose=0)
@@ -223,14 +219,11 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
                                                                             tmp_path):
     # Two epochs straight, against one epoch, a fresh process-like restart (new model, new
     # optimizer) and a resume to two: the same weights, and the loss scale's state survives.
-    from spec_impl.trainer.precision import global_policy, output_dtype
+    from spec_impl.trainer.precision import global_policy
 
     def model():
-        keras.utils.set_random_seed(0)
         with global_policy(policy):
-            return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                                     keras.layers.Dense(10, activation="softmax",
-                                                        dtype=output_dtype())])
+            return digits_mlp()
 
     def fit_for(epochs, folder, net):
         return train(net, *digits[0], shuffle=False, loss="sparse_categorical_crossentropy",

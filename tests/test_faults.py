@@ -10,6 +10,7 @@ The SIGTERMs here are real signals sent to this process by a callback at a chose
 `tests/distributed/test_distribute.py` to one worker of a two-worker cluster.
 """
 
+import functools
 import json
 import os
 import resource
@@ -24,8 +25,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl import global_policy, load_dataset, train
-from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl import global_policy, train
+from spec_impl.testing import assert_allclose, digits_arrays, digits_mlp, read_scalars
 from spec_impl.trainer.checkpointing import (
     CheckpointUnreadableError,
     CheckpointWriteError,
@@ -39,21 +40,13 @@ from spec_impl.trainer.preemption import TrainingPreempted
 SAMPLES, BATCH, EPOCHS, STEPS = 200, 32, 3, 7
 
 
-def digits():
-    (x, y), (x_val, y_val) = load_dataset("digits", input_shape=(64,))
-    return x[:SAMPLES], y[:SAMPLES], x_val[:64], y_val[:64]
-
-
-def mlp():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
+digits = functools.partial(digits_arrays, SAMPLES)
 
 
 def run(mode="function", k=1, callbacks=(), x=None, y=None, epochs=EPOCHS, **kwargs):
     """Train the MLP with Adam (its state is what a wrong skip or resume would change)."""
     xd, yd, x_val, y_val = digits()
-    model = mlp()
+    model = digits_mlp()
     history = train(model, xd if x is None else x, yd if y is None else y, batch_size=BATCH,
                     epochs=epochs, shuffle=False, verbose=0, validation_data=(x_val, y_val),
                     loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(1e-2),
@@ -227,7 +220,7 @@ def test_a_truncated_latest_checkpoint_is_skipped_for_the_newest_readable_one(tm
     assert len(kept) == 3
     want = tf.train.load_checkpoint(kept[-2])
     _truncate(kept[-1])
-    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="adam",
+    trainer = Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", optimizer="adam",
                       metrics=["accuracy"])  # the variables of the run that wrote it
     trainer.build(tf.data.Dataset.from_tensor_slices(digits()[:2]).batch(BATCH).element_spec)
     with pytest.warns(RuntimeWarning, match=f"^Skipped the checkpoint {kept[-1]} \\(IndexError: "
@@ -355,7 +348,7 @@ def test_stop_is_the_default_and_names_the_step():
 ])
 def test_bad_on_nan_settings(on_nan, max_skipped, message):
     with pytest.raises(ValueError, match=message):
-        Trainer(mlp(), loss="mse", on_nan=on_nan, max_skipped=max_skipped)
+        Trainer(digits_mlp(), loss="mse", on_nan=on_nan, max_skipped=max_skipped)
 
 
 def test_skip_under_a_mirrored_strategy_equals_one_device():
@@ -365,7 +358,7 @@ def test_skip_under_a_mirrored_strategy_equals_one_device():
     x, y = _with_nan_batch()
     xd, yd, x_val, y_val = digits()
     with strategy.scope():
-        model = mlp()
+        model = digits_mlp()
         optimizer = keras.optimizers.Adam(1e-2)
     with pytest.warns(RuntimeWarning, match="Skipped 1 step"):
         train(model, x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
@@ -386,7 +379,7 @@ def _every_option(folder, mode, k, callbacks=(), strategy=None):
     _, _, x_val, y_val = digits()
     scope = strategy.scope() if strategy is not None else global_policy("mixed_bfloat16")
     with scope:
-        model = mlp()
+        model = digits_mlp()
         optimizer = keras.optimizers.Adam(1e-2)
     with pytest.warns(RuntimeWarning, match="Skipped 1 step"):
         history = train(model, x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,

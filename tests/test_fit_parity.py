@@ -14,6 +14,7 @@ metrics, Keras's callbacks, generators, `PyDataset`, dict and multi-output model
 """
 
 import csv
+import functools
 import os
 
 import keras
@@ -21,8 +22,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl import load_dataset, train
-from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl import train
+from spec_impl.testing import assert_allclose, digits_arrays, digits_mlp, read_scalars
 
 N_TRAIN, N_VAL, BATCH = 100, 64, 32  # 4 steps per epoch, the last one partial (4 samples)
 EPOCHS = 3
@@ -36,9 +37,8 @@ VARIANTS = [
 ]
 
 
-def digits():
-    (x, y), (x_val, y_val) = load_dataset("digits", input_shape=(64,))
-    return x[:N_TRAIN], y[:N_TRAIN], x_val[:N_VAL], y_val[:N_VAL]
+digits = functools.partial(digits_arrays, N_TRAIN, N_VAL)
+mlp = functools.partial(digits_mlp, seed=None)  # each row sets the weights itself
 
 
 def regression():
@@ -46,11 +46,6 @@ def regression():
     x = rng.normal(size=(N_TRAIN + N_VAL, 8)).astype("float32")
     y = (x @ rng.normal(size=(8, 1)) + 0.1).astype("float32")
     return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]
-
-
-def mlp():
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
 
 
 def regressor():

@@ -15,7 +15,13 @@ from spec_impl import (
     train,
 )
 from spec_impl.registry import MODELS
-from spec_impl.testing import MIXED_POLICIES, assert_allclose, check_mixed_precision, run_layer_test
+from spec_impl.testing import (
+    MIXED_POLICIES,
+    assert_allclose,
+    check_mixed_precision,
+    digits_mlp,
+    run_layer_test,
+)
 from spec_impl.trainer.engine import Trainer
 from spec_impl.trainer.precision import POLICIES, global_policy, is_mixed, output_dtype
 
@@ -170,10 +176,8 @@ def digits():
 
 
 def _mlp(policy, seed=0):
-    keras.utils.set_random_seed(seed)
     with global_policy(policy):
-        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                                 keras.layers.Dense(10, activation="softmax", dtype=output_dtype())])
+        return digits_mlp(32, seed=seed)
 
 
 # `fit` is run the way `train` runs (eagerly, as a tf.function, or XLA-compiled), so both execute

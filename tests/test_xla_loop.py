@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spec_impl import load_dataset, train
+from spec_impl import train
 from spec_impl.callbacks import CallRecorder as Recorder
-from spec_impl.testing import assert_allclose, read_scalars
+from spec_impl.testing import assert_allclose, digits_arrays, digits_mlp, read_scalars
 from spec_impl.trainer.engine import Trainer
 
 BATCH, EPOCHS = 32, 2
@@ -21,20 +21,9 @@ BATCH, EPOCHS = 32, 2
 ATOL = 1e-5
 
 
-def digits(n):
-    (x, y), (x_val, y_val) = load_dataset("digits", input_shape=(64,))
-    return x[:n], y[:n], x_val[:64], y_val[:64]
-
-
-def mlp():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
-
-
 def run(n, mode, k, tmp_path=None, **kwargs):
-    x, y, x_val, y_val = digits(n)
-    model = mlp()
+    x, y, x_val, y_val = digits_arrays(n)
+    model = digits_mlp()
     recorder = Recorder()
     history = train(model, x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
                     validation_data=(x_val, y_val), loss="sparse_categorical_crossentropy",
@@ -70,8 +59,8 @@ def test_xla_groups_equal_function_mode(n, k, tmp_path):
 
 
 def test_the_group_is_one_xla_program_traced_once():
-    x, y, *_ = digits(330)
-    trainer = Trainer(mlp(), loss="sparse_categorical_crossentropy", optimizer="adam", mode="xla",
+    x, y, *_ = digits_arrays(330)
+    trainer = Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", optimizer="adam", mode="xla",
                       steps_per_execution=4)
     trainer.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
     assert trainer.train_group.experimental_get_tracing_count() == 1
@@ -83,11 +72,11 @@ def test_the_group_is_one_xla_program_traced_once():
 
 
 def test_a_nan_inside_a_group_names_its_step():
-    x, y, *_ = digits(330)
+    x, y, *_ = digits_arrays(330)
     x = x.copy()
     x[5 * BATCH + 3] = np.nan  # batch 6: the second step of the second group (k = 4)
     with pytest.raises(FloatingPointError, match=r"Non-finite loss nan at epoch 1, step 6: "):
-        train(mlp(), x, y, batch_size=BATCH, shuffle=False, verbose=0, mode="xla",
+        train(digits_mlp(), x, y, batch_size=BATCH, shuffle=False, verbose=0, mode="xla",
               steps_per_execution=4, loss="sparse_categorical_crossentropy", optimizer="sgd")
 
 
@@ -104,17 +93,17 @@ class CrashAt(keras.callbacks.Callback):
 def test_a_run_resumed_mid_epoch_from_a_group_checkpoint_equals_a_straight_one(tmp_path):
     # k = 4, a checkpoint every 4 steps: the run crashes after the group ending at step 8 of
     # epoch 1 (its checkpoint written); the rerun resumes there and ends where a straight run ends.
-    x, y, *_ = digits(330)
+    x, y, *_ = digits_arrays(330)
     settings = dict(batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, mode="xla",
                     steps_per_execution=4, loss="sparse_categorical_crossentropy",
                     checkpoint_every=4)
-    straight = mlp()
+    straight = digits_mlp()
     train(straight, x, y, optimizer=keras.optimizers.Adam(1e-2),
           checkpoint_dir=str(tmp_path / "a"), **settings)
     with pytest.raises(RuntimeError, match="crash after step 8"):
-        train(mlp(), x, y, optimizer=keras.optimizers.Adam(1e-2), callbacks=[CrashAt(7)],
+        train(digits_mlp(), x, y, optimizer=keras.optimizers.Adam(1e-2), callbacks=[CrashAt(7)],
               checkpoint_dir=str(tmp_path / "b"), **settings)
-    resumed = mlp()
+    resumed = digits_mlp()
     train(resumed, x, y, optimizer=keras.optimizers.Adam(1e-2), checkpoint_dir=str(tmp_path / "b"),
           **settings)
     for got, want in zip(resumed.get_weights(), straight.get_weights()):

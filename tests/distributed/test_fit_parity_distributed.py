@@ -5,13 +5,15 @@ batches, end with the same history and weights (`tests/test_fit_parity.py` has t
 device; `test_distribute.py` has the cases where `fit` is wrong and `train` equals one device).
 """
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from spec_impl import make_strategy, train
-from spec_impl.testing import assert_allclose
+from spec_impl.testing import assert_allclose, digits_mlp
 
 N_TRAIN, N_VAL, BATCH, EPOCHS = 96, 64, 32, 2
 # Float32 sums per replica, then across: the order differs from one device's, by about 1e-7.
@@ -35,9 +37,7 @@ def _two_heads():
                                 "size": keras.layers.Dense(1, name="size")(hidden)})
 
 
-def _mlp():
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
+_mlp = functools.partial(digits_mlp, seed=None)  # each row sets the weights itself
 
 
 def _plain_top_class(y_true, y_pred):
