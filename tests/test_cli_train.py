@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -60,8 +61,16 @@ def test_existing_checkpoints_need_resume(finished_run):
     assert "Pass --resume to continue it" in proc.stderr
 
 
-def test_resume_continues_to_the_requested_epochs(finished_run):
-    out, _ = finished_run
+def resumable_copy(finished_run, tmp_path):
+    """A copy of the finished run's folder, so that a resumed run leaves the fixture as it was
+    (the tests run in any order)."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    return out
+
+
+def test_resume_continues_to_the_requested_epochs(finished_run, tmp_path):
+    out = resumable_copy(finished_run, tmp_path)
     proc = run("--model", "mnist_mlp", "--epochs", "2", "--limit", "256", "--out", str(out),
                "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -80,8 +89,8 @@ def test_unknown_dataset_lists_the_valid_ones(tmp_path):
     assert "Unknown dataset 'imagenet'. Expected one of digits, mnist" in proc.stderr
 
 
-def test_resume_of_a_finished_run_only_evaluates(finished_run):
-    out, _ = finished_run
+def test_resume_of_a_finished_run_only_evaluates(finished_run, tmp_path):
+    out = resumable_copy(finished_run, tmp_path)
     proc = run("--model", "mnist_mlp", "--epochs", "1", "--limit", "256", "--out", str(out),
                "--resume", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,5 +1,7 @@
 """`train_and_evaluate`, the library call behind `spec-impl train`, tested in-process."""
 
+import shutil
+
 import keras
 import matplotlib.image
 import pytest
@@ -39,9 +41,11 @@ def test_existing_checkpoints_need_resume(run):
         train_and_evaluate("mnist_mlp", out=str(out), epochs=1, limit=128, verbose=0)
 
 
-def test_resume_of_a_finished_run_only_evaluates(run):
+def test_resume_of_a_finished_run_only_evaluates(run, tmp_path):
     out, first = run
-    again = train_and_evaluate("mnist_mlp", out=str(out), epochs=1, limit=128, verbose=0,
+    copy = tmp_path / "run"  # the resumed run writes its model and report: not into the fixture
+    shutil.copytree(out, copy)
+    again = train_and_evaluate("mnist_mlp", out=str(copy), epochs=1, limit=128, verbose=0,
                                resume=True)
     assert again.history.history == {}
     assert again.evaluation["accuracy"] == pytest.approx(first.evaluation["accuracy"])
