@@ -129,8 +129,23 @@ def test_layer_normalization_equals_keras(batch, features, seed, scale):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(tensor)
         a, b = ours(tensor), theirs(tensor)
-    assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    # Keras computes x * inv - mean * inv + beta (inv = gamma / sqrt(var + eps)): two terms of
+    # size |x| * inv that cancel, so its round-off is a few float32 ulps of those terms, not of
+    # the result (a row whose features nearly agree has inv ~ gamma / sqrt(eps) ~ 30 x gamma).
+    # The bound: 16 ulps of the terms, elementwise.
+    x64 = x.astype("float64")
+    mean, var = x64.mean(axis=-1, keepdims=True), x64.var(axis=-1, keepdims=True)
+    terms = (np.abs(x64) + np.abs(mean)) * np.abs(gamma) / np.sqrt(var + LAYER_NORM_EPSILON)
+    bound = 16 * np.finfo(np.float32).eps * terms + 1e-6
+    gap = np.abs(a.numpy().astype("float64") - b.numpy())
+    assert (gap <= bound).all(), (gap.max(), bound[gap > bound])
     assert_allclose(tape.gradient(a, tensor), tape.gradient(b, tensor), atol=1e-4, rtol=1e-4)
+
+
+def test_layer_normalization_where_features_nearly_agree():
+    """The case a random search found at the edge of a fixed 1e-5: batch 3, 2 features, seed
+    1736, scale 1 (Keras's output there is 1.7e-5 from the package's, within its round-off)."""
+    test_layer_normalization_equals_keras.hypothesis.inner_test(3, 2, 1736, 1.0)
 
 
 @pytest.mark.parametrize("epsilon", [0, -1e-3, float("nan")])
