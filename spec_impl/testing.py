@@ -289,3 +289,25 @@ def digits_mlp(hidden=16, *, seed=0):
     return keras.Sequential([keras.Input((DIGITS_FEATURES,)),
                              keras.layers.Dense(hidden, activation="relu"),
                              keras.layers.Dense(10, activation="softmax", dtype=output_dtype())])
+
+
+def assert_same_training(got, want, *, names=None, atol=1e-6, rtol=0.0):
+    """Assert that two training runs ended alike: the same history and the same weights.
+
+    Args:
+        got, want: `(history, weights)` of each run: `History.history` dicts and weight lists in
+            the same order.
+        names: `{want's history key: got's}` where the two name an entry differently (every key
+            of `want` is compared; by default under the same name).
+        atol, rtol: the tolerance; the defaults are float32 round-off for runs measured
+            bit-identical.
+    """
+    (got_history, got_weights), (want_history, want_weights) = got, want
+    names = names or {key: key for key in want_history}
+    assert sorted(names) == sorted(want_history), (sorted(names), sorted(want_history))
+    assert sorted(names.values()) == sorted(got_history), sorted(got_history)
+    for key, got_key in names.items():
+        assert_allclose(got_history[got_key], want_history[key], atol=atol, rtol=rtol, err_msg=key)
+    assert len(got_weights) == len(want_weights)
+    for a, b in zip(got_weights, want_weights):
+        assert_allclose(a, b, atol=atol, rtol=rtol)
