@@ -74,7 +74,7 @@ def same_batch_runner(trainer, workload, steps):
     """A callable running the train step alone `steps` times on the workload's one batch."""
     def run():
         for _ in range(steps):
-            float(trainer.train_step((workload.x, workload.y)))  # float(): wait for the step
+            float(trainer.train_step((workload.x, workload.y))[0])  # float(): wait for the step
 
     return run
 
@@ -120,7 +120,7 @@ def rates(seconds, batch_size, flops, peak):
 
 def tracing_count(trainer):
     """Traces of the train step so far (0 in eager mode)."""
-    fn = trainer.train_step
+    fn = trainer.train_step.traced
     return fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else 0
 
 

@@ -58,7 +58,7 @@ def _runners(spec, settings, log):
     flops = None
     for mode in MODES:
         trainer = make_trainer(workload, mode)
-        first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))))
+        first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))[0]))
         if flops is None:
             flops = step_flops(trainer, workload)
         steps[mode] = settings.steps(name)

@@ -48,7 +48,7 @@ class TrainingCheckpoint:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=_indexed(trainer.model.variables),
-            optimizer=_indexed(trainer.optimizer.variables),
+            optimizer=_indexed([v for o in trainer.optimizers() for v in o.variables]),
             state=_indexed(trainer.state_variables()),
             epoch=self.epoch,
             step=self.step,
@@ -88,7 +88,7 @@ class TrainingCheckpoint:
 
     def restore_latest(self):
         """Restore the newest readable checkpoint, if there is one; returns `(epoch, step)` to
-        resume at (`(0, 0)` without a checkpoint).
+        resume at (`None` without a checkpoint: the run starts at its `initial_epoch`).
 
         Raises:
             CheckpointUnreadableError: checkpoints are listed but none can be restored.
@@ -109,4 +109,4 @@ class TrainingCheckpoint:
             raise CheckpointUnreadableError(
                 f"No checkpoint in {self.directory} can be restored: {'; '.join(failures)}. Move "
                 f"the folder away to start over.")
-        return 0, 0
+        return None

@@ -9,7 +9,10 @@ SPARSE_LOSSES = (keras.losses.SparseCategoricalCrossentropy,)
 
 
 def _expected_input_shape(model):
-    """The model's input shape without the batch axis, where the model declares one."""
+    """The model's input shape without the batch axis, where the model declares one (a
+    `Sequential` model without an input shape declares none until its first batch)."""
+    if isinstance(model, keras.Sequential) and not model.built:
+        return None
     if isinstance(model, keras.Sequential) or type(model).__name__ == "Functional":
         inputs = model.inputs
         if len(inputs) == 1:
@@ -27,8 +30,11 @@ def is_sparse(loss):
 
 
 def _x_y(spec):
-    """`(x_spec, y_spec)` of a batch spec `(x,)`, `(x, y)` or `(x, y, sample_weight)`."""
-    if not isinstance(spec, tuple) or not 1 <= len(spec) <= 3:
+    """`(x_spec, y_spec)` of a batch spec `(x,)`, `(x, y)`, `(x, y, sample_weight)` or `x`
+    alone (data without targets, as `fit(x)` takes them: `y_spec` is `None`)."""
+    if not isinstance(spec, tuple):
+        return spec, None
+    if not 1 <= len(spec) <= 3:
         raise ValueError(f"Expected batches of (x, y) or (x, y, sample_weight). "
                          f"Received elements: {spec}")
     x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
@@ -63,7 +69,7 @@ def check_labels(model, batches, loss, num_classes=None):
     if not (batches.rereadable and is_sparse(loss) and isinstance(y_spec, tf.TensorSpec)
             and y_spec.dtype.is_integer):
         return
-    x_spec = batches.dataset.element_spec[0]
+    x_spec, _ = _x_y(batches.dataset.element_spec)
     symbolic = tf.nest.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec)
     width = num_classes or int(tf.nest.flatten(model.compute_output_spec(symbolic))[0].shape[-1])
     dtype = y_spec.dtype
@@ -76,3 +82,21 @@ def check_labels(model, batches, loss, num_classes=None):
             f"Labels must be class ids in [0, {width}) for this model's {width} outputs. "
             f"Received labels from {low} to {high}"
         )
+
+
+def check_old_call(model, x, y):
+    """Refuse `train(model, (x, y))`, the form before `train` took `fit`'s arguments, where the
+    model takes one input (a pair cannot be its `x`), naming the form to use."""
+    if y is not None or not isinstance(x, (tuple, list)) or len(x) not in (2, 3):
+        return
+    single_input = isinstance(model, keras.Sequential)
+    if not single_input and model.built:
+        try:
+            single_input = len(model.inputs) == 1
+        except (AttributeError, ValueError):  # a subclassed model declares no inputs
+            return
+    if single_input:
+        raise ValueError(
+            f"`train` takes `fit`'s arguments: train(model, x, y, ...), not train(model, (x, y)). "
+            f"Received: x=a {type(x).__name__} of {len(x)} items and y=None for a model with "
+            f"one input")

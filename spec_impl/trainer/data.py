@@ -37,7 +37,9 @@ class Batches:
 
     Without `steps_per_epoch` each epoch is one fresh pass over the data. With it, an epoch is
     `steps_per_epoch` batches of one iterator that continues across epochs (a repeated dataset
-    is read once from start to end), and a fresh pass starts when the data run out.
+    is read once from start to end); when a pass of known length ends, the epoch ends there (with
+    a warning, unless the pass ended with the epoch) and the next epoch starts a fresh pass at
+    the first batch, as `fit`'s `EpochIterator` does.
 
     Args:
         dataset: the batched `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)`.
@@ -66,34 +68,69 @@ class Batches:
                 f"`steps_per_epoch` (batches per epoch). Received: steps_per_epoch=None")
         self.steps_per_epoch = steps_per_epoch
         self._iterator = None
+        self._read = 0  # batches read from the current pass
 
     @property
     def steps(self):
-        """Batches per epoch, or `None` when unknown until the data run out."""
+        """Batches per epoch (the progress bar's count), or `None` when unknown until the data
+        run out."""
         return self.steps_per_epoch or self.length
 
-    def skip_for(self, epoch, step):
-        """Batches to skip to resume at `step` of `epoch` (counted from the run's first)."""
-        if self.steps_per_epoch is None:
-            return step
-        consumed = epoch * self.steps_per_epoch + step
-        return consumed if self.length is None else consumed % self.length
+    def _pass_start(self, epoch):
+        """With `steps_per_epoch` over a pass of known length: where epoch `epoch` starts in its
+        pass, and how many steps it runs (an epoch that reaches the pass's end stops there)."""
+        start = 0
+        for _ in range(epoch + 1):
+            if start >= self.length:
+                start = 0
+            steps = min(self.steps_per_epoch, self.length - start)
+            start, begin = start + steps, start
+        return begin, steps
 
-    def epoch_iterator(self, trainer, skip=0):
-        """The iterator an epoch reads (`trainer.iterator`, distributed under a strategy)."""
-        if self.steps_per_epoch is None or self._iterator is None:
-            self._iterator = trainer.iterator(self.dataset, skip)
-        return self._iterator
+    def start_epoch(self, trainer, epoch, step=0):
+        """The iterator epoch `epoch` reads from its step `step` on (`trainer.iterator`,
+        distributed under a strategy), and the epoch's number of steps (`None`: until the
+        data run out)."""
+        if self.steps_per_epoch is None:
+            self._iterator = trainer.iterator(self.dataset, step)
+            return self._iterator, self.length
+        if self.length is None:  # read on across epochs; a resume skips what was read
+            if self._iterator is None or step:
+                self._iterator = trainer.iterator(self.dataset, epoch * self.steps_per_epoch + step)
+            return self._iterator, self.steps_per_epoch
+        begin, steps = self._pass_start(epoch)
+        if self._iterator is None or self._read != begin + step:
+            self._iterator = trainer.iterator(self.dataset, begin + step)
+            self._read = begin + step
+        return self._iterator, steps
+
+    def advance(self, ran, expected):
+        """`ran` of `expected` steps ran: fewer means the data ran out."""
+        self._read += ran
+        if ran < expected:
+            self.ran_out()
+
+    def end_epoch(self, steps):
+        """At the end of an epoch of `steps` steps: a pass that ended starts afresh, with
+        `fit`'s warning where it cut the epoch short."""
+        if self.steps_per_epoch is not None and self.length is not None \
+                and self._read >= self.length:
+            if steps < self.steps_per_epoch:
+                self._warn_ran_out()
+            self._iterator, self._read = None, 0
 
     def ran_out(self):
         """The data ended before the epoch did: the next epoch starts a fresh pass (and, with
         `steps_per_epoch`, warns as `fit` does)."""
         if self.steps_per_epoch is not None:
-            warnings.warn(f"`{self.name}` ran out of data before `steps_per_epoch` "
-                          f"({self.steps_per_epoch}) batches; the epoch ends early. Repeat "
-                          f"the dataset (`.repeat()`) to give every epoch its steps.",
-                          stacklevel=3)
-        self._iterator = None
+            self._warn_ran_out()
+        self._iterator, self._read = None, 0
+
+    def _warn_ran_out(self):
+        warnings.warn(f"`{self.name}` ran out of data before `steps_per_epoch` "
+                      f"({self.steps_per_epoch}) batches; the epoch ends early. Repeat "
+                      f"the dataset (`.repeat()`) to give every epoch its steps.",
+                      stacklevel=4)
 
 
 def batches(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, class_weight=None,

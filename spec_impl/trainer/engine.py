@@ -16,6 +16,7 @@ to the training writer); the regularization and `add_loss` terms are part of the
 """
 
 import contextlib
+import warnings
 
 import keras
 import tensorflow as tf
@@ -42,6 +43,44 @@ def _compile(fn, mode, element_spec=None):
     return tf.function(fn, input_signature=signature, jit_compile=(mode == "xla"))
 
 
+def overrides(model, name):
+    """Whether `model`'s class defines its own `name` (`train_step`, `test_step`) in place of
+    Keras's: `train` then calls it, as `fit` does."""
+    return getattr(type(model), name) is not getattr(keras.Model, name)
+
+
+def _fixed_batch(model):
+    """Whether the model declares a fixed batch size (`keras.Input(batch_shape=(4, 3))`, a
+    stateful RNN): its steps are then traced for the batches' own shapes, not a free batch axis."""
+    try:
+        inputs = model.inputs or []
+    except (AttributeError, ValueError):  # a subclassed or unbuilt model declares none
+        return False
+    return any(tensor.shape[0] is not None for tensor in inputs)
+
+
+def _flat(logs):
+    """A step's logs with nested dicts (a `CompileMetrics` result) lifted to the top level, as
+    `get_metrics_result` and Keras's callbacks flatten them."""
+    flat = {}
+    for name, value in logs.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _checked_value(logs):
+    """What a model's own `train_step` returned that the finiteness check reads: its `loss`, or
+    else the sum of the entries named `*_loss` (a GAN's `d_loss` and `g_loss`); 0 (nothing to
+    check) when it returns no loss."""
+    names = ["loss"] if "loss" in logs else [n for n in logs if str(n).endswith("_loss")]
+    if not names:
+        return tf.constant(0.0)
+    return tf.add_n([tf.cast(tf.reduce_sum(logs[n]), tf.float32) for n in names])
+
+
 def _batch_size(x):
     """The running loss is weighted by batch size, as under `fit`: an epoch's loss is the mean
     over its samples, so a partial last batch counts for what it holds."""
@@ -56,6 +95,7 @@ def _scalar(tag, value):
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
+NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 ON_NAN = ("stop", "skip")
 # `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
 # are survivable, a run of them means the model itself has diverged.
@@ -106,6 +146,13 @@ class Trainer:
         if on_nan not in ON_NAN:
             raise ValueError(f"Expected `on_nan` to be one of {', '.join(ON_NAN)}. "
                              f"Received: on_nan={on_nan!r}")
+        self.custom_train_step = overrides(model, "train_step")
+        self.custom_test_step = overrides(model, "test_step")
+        if self.custom_train_step and on_nan == "skip":
+            raise ValueError(
+                f"`on_nan='skip'` needs the package's own train step, and "
+                f"{type(model).__name__} defines its own `train_step`: use on_nan='stop' (the "
+                f"run stops at a non-finite `loss` it returns). Received: on_nan={on_nan!r}")
         self.on_nan = on_nan
         self.max_skipped = check_positive_int("max_skipped", max_skipped)
         self.model = model
@@ -141,9 +188,10 @@ class Trainer:
         # Per replica under a strategy (XLA-compiled in xla mode), inside a tf.function that
         # takes distributed values: `train_function`.
         self._step_mode = mode if self.strategy is None or mode == "xla" else "eager"
+        self._free_batch = not _fixed_batch(model)
         self._train_spec = None
-        self.train_step = self._distributed(_compile(self._train_step, self._step_mode))
-        self.test_step = self._distributed(_compile(self._test_step, self._step_mode))
+        self.train_step = self._compiled("train")
+        self.test_step = self._compiled("test")
         self.train_function = self._loop(lambda data: self.train_step(data), self._after_train_step)
         self.test_function = self._loop(lambda data: self.test_step(data), self._after_test_step)
         # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
@@ -154,25 +202,58 @@ class Trainer:
         if model.built:
             self.build()
 
-    @property
-    def _log_names(self):
-        return self.model.get_metrics_result().keys()
-
     def build(self, element_spec=None):
         """Create every variable before the first step, as `fit` does: the model's (from
         `element_spec`, the batches' spec, when it is not built), the compiled loss and
-        metrics', and the optimizer's."""
-        with self.scope():
+        metrics', and the optimizer's. A model with its own `train_step` creates what it
+        needs in its first step, as under `fit` (a GAN has no `call` to build with, and
+        optimizers of its own)."""
+        if self.custom_train_step:
             if element_spec is not None:
-                keras_api.symbolic_build(self.model, element_spec)
-            self.optimizer.build(self.model.trainable_variables)
+                self._create_step_variables(element_spec)
+            element_spec = None
+        else:
+            with self.scope():
+                if element_spec is not None:
+                    keras_api.symbolic_build(self.model, element_spec)
+                if self.model.trainable_variables:
+                    self.optimizer.build(self.model.trainable_variables)
         if element_spec is not None and element_spec != self._train_spec:
             # the training batches' spec fixes the train step's signature: one trace for the
             # loop's batches and for a fixed batch (the benchmarks) alike
             self._train_spec = element_spec
-            self.train_step = self._distributed(_compile(self._train_step, self._step_mode,
-                                                         element_spec))
+            self.train_step = self._compiled("train", element_spec)
         return self
+
+    def _create_step_variables(self, element_spec):
+        """Trace the model's own `train_step` once, running nothing, so that the variables its
+        first step creates (its optimizers' slots) exist before a checkpoint is made or
+        restored."""
+        specs = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype)
+                                      if self._free_batch else s, element_spec)
+        with self.scope():
+            tf.function(self.model.train_step).get_concrete_function(specs)
+
+    def optimizers(self):
+        """The optimizers whose state a checkpoint keeps: the compiled one and any other the
+        model holds as an attribute (a GAN's two)."""
+        found = [self.optimizer]
+        for value in vars(self.model).values():
+            if isinstance(value, keras.optimizers.Optimizer) and all(value is not o for o in found):
+                found.append(value)
+        return found
+
+    def _compiled(self, kind, element_spec=None):
+        """The step `kind` (`"train"` or `"test"`) as the loop calls it: compiled for its mode,
+        run per replica under a strategy, returning `(loss, logs)` (the loss the finiteness
+        check reads and the step's logs, as `fit`'s step returns them)."""
+        custom = self.custom_train_step if kind == "train" else self.custom_test_step
+        if custom:
+            step = getattr(self.model, f"{kind}_step")  # the model's own, as fit calls it
+        else:
+            step = self._train_step if kind == "train" else self._test_step
+        spec = element_spec if self._free_batch else None
+        return self._distributed(_compile(step, self._step_mode, spec), custom)
 
     # ---- the numeric steps: one for one device and for each replica ----
 
@@ -212,6 +293,13 @@ class Trainer:
         global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
         share = tf.math.divide_no_nan(tf.cast(local, mean.dtype), tf.cast(global_batch, mean.dtype))
         return share * mean, mean
+
+    def _one_train_step(self, data):
+        """One train step on one device: `(loss, logs)`, the model's own step or the package's."""
+        if self.custom_train_step:
+            logs = _flat(self.model.train_step(data))
+            return _checked_value(logs), logs
+        return self._train_step(data), self.model.get_metrics_result()
 
     def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -253,7 +341,10 @@ class Trainer:
     def _update(self, x, y, predictions, sample_weight, mean, gradients):
         """Apply `gradients` and update the loss tracker and the metrics."""
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
+        if variables:
+            self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
+        else:  # nothing to train: the loss and metrics are still computed, as under fit
+            warnings.warn(NO_TRAINABLE_WEIGHTS, stacklevel=2)
         keras_api.loss_tracker(self.model).update_state(mean, sample_weight=_batch_size(x))
         self.model.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 
@@ -277,15 +368,29 @@ class Trainer:
                                 if g is not None])
         return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
 
-    def _distributed(self, step):
-        if self.strategy is None:
-            return step
+    def _distributed(self, step, custom=False):
+        """`step` run on every replica (or on the one device), returning `(loss, logs)`: the
+        package's step returns the loss and its logs are the model's metrics (read across
+        replicas); a model's own step returns its logs, reduced over replicas as `fit` reduces
+        them, and the loss checked is read from them."""
 
-        def distributed_step(data):
-            losses = self.strategy.run(step, args=(data,))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        def run(data):
+            if self.strategy is None:
+                return step(data)
+            values = self.strategy.run(step, args=(data,))
+            if custom:
+                return keras_api.reduce_per_replica(values, self.strategy)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
 
-        return distributed_step
+        def with_logs(data):
+            if custom:
+                logs = _flat(run(data))
+                return _checked_value(logs), logs
+            loss = run(data)
+            return loss, self.model.get_metrics_result()
+
+        with_logs.traced = step  # the compiled step itself (its traces, its compiler IR)
+        return with_logs
 
     def scope(self):
         """The strategy's scope, or a no-op without one."""
@@ -321,21 +426,32 @@ class Trainer:
     def _train_group(self, stacked):
         """k train steps over `stacked` (each leaf `(k, batch, ...)`), all in one XLA program.
 
-        Returns the k losses and, when TensorBoard is written, the k running logs, as tensors
-        of shape `(k,)`: an iterator cannot be read inside an XLA program, so the k batches come
-        stacked, and the summaries and finiteness checks, which XLA cannot run, follow outside.
+        Returns the k losses, the k running logs when TensorBoard is written (tensors of shape
+        `(k,)`), and the last step's logs: an iterator cannot be read inside an XLA program, so
+        the k batches come stacked, and the summaries and finiteness checks, which XLA cannot
+        run, follow outside.
         """
         k = self.steps_per_execution
-        names = list(self._log_names) if self.train_writer is not None else []
+
+        def batch(i):
+            return tf.nest.map_structure(lambda t: t[i], stacked)
+
         losses = tf.TensorArray(tf.float32, size=k)
-        logs = [tf.TensorArray(tf.float32, size=k) for _ in names]
-        for i in tf.range(k):
-            loss = self._train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
+        first = 0
+        if self.custom_train_step:  # the structure of its logs is known once it has run
+            loss, logs = self._one_train_step(batch(0))
+            losses, first = losses.write(0, tf.cast(loss, tf.float32)), 1
+        else:
+            logs = self.model.get_metrics_result()
+        names = list(logs) if self.train_writer is not None else []
+        per_step = [tf.TensorArray(tf.float32, size=k) for _ in names]
+        if first:
+            per_step = [a.write(0, tf.cast(logs[n], tf.float32)) for a, n in zip(per_step, names)]
+        for i in tf.range(first, k):
+            loss, logs = self._one_train_step(batch(i))
             losses = losses.write(i, tf.cast(loss, tf.float32))
-            if names:
-                values = self.model.get_metrics_result()
-                logs = [log.write(i, tf.cast(values[n], tf.float32)) for log, n in zip(logs, names)]
-        return losses.stack(), {n: log.stack() for n, log in zip(names, logs)}
+            per_step = [a.write(i, tf.cast(logs[n], tf.float32)) for a, n in zip(per_step, names)]
+        return losses.stack(), {n: a.stack() for n, a in zip(names, per_step)}, logs
 
     def _group(self, iterator):
         """Read k batches in the graph, stack them and run `train_group` (one XLA program);
@@ -343,11 +459,11 @@ class Trainer:
         k = self.steps_per_execution
         batches = [iterator.get_next() for _ in range(k)]
         stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
-        losses, logs = self.train_group(stacked)
+        losses, logs, last = self.train_group(stacked)
         if self.on_nan == "skip":  # every step ran (a skipped one changed nothing): count each
             for i in tf.range(k):
                 self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
-            return tf.constant(k), self.model.get_metrics_result()
+            return tf.constant(k), last
         # Vectorized over the group (a graph loop costs tens of microseconds per iteration):
         # the counter and the last loss stop at the first non-finite step, which the check
         # then names; summaries are written one point per step.
@@ -361,22 +477,30 @@ class Trainer:
         self.train_counter.assign_add(tf.cast(ran, tf.int64))
         self.last_loss.assign(losses[ran - 1])
         tf.debugging.Assert(all_finite, [NON_FINITE])
-        return tf.constant(k), self.model.get_metrics_result()
+        return tf.constant(k), last
 
     def _loop(self, step, after):
-        """`run(iterator, steps)`: up to `steps` (a tensor, default k) steps in one call."""
+        """`run(iterator, steps)`: up to `steps` (a tensor, default k) steps in one call,
+        returning how many ran and the last step's logs.
+
+        The first batch is read unconditionally (the logs' structure, which a model's own step
+        decides, is known once a step has run): on an exhausted iterator the call raises
+        `tf.errors.OutOfRangeError` having run nothing, as `fit`'s does.
+        """
         k = self.steps_per_execution
 
         def run(iterator, steps=k):
-            done = tf.constant(0, tf.int32)
-            for _ in tf.range(steps):
+            loss, logs = step(iterator.get_next())
+            after(loss, lambda: logs)
+            done = tf.constant(1, tf.int32)
+            for _ in tf.range(steps - 1):
                 optional = iterator.get_next_as_optional()
                 if not optional.has_value():
                     break
-                loss = step(optional.get_value())
-                after(loss, self.model.get_metrics_result)
+                loss, logs = step(optional.get_value())
+                after(loss, lambda: logs)  # noqa: B023
                 done += 1
-            return done, self.model.get_metrics_result()
+            return done, logs
 
         return run if self.mode == "eager" else tf.function(run)
 
@@ -396,10 +520,17 @@ class Trainer:
 
     # ---- bookkeeping ----
 
-    def logs(self, prefix=""):
-        """Current running values as floats: `{"loss": ..., "<metric>": ...}`, names prefixed."""
-        return {prefix + name: float(value)
-                for name, value in self.model.get_metrics_result().items()}
+    def logs(self, last=None, prefix=""):
+        """The logs of a pass as floats, names prefixed: the model's running metrics (`loss`
+        and each metric), or, where a model's own step returned other names, its last logs
+        `last`, as `fit` reports them. `last=None` after a pass that ran no step: `{}`, as
+        `fit` reports an empty epoch, never a loss of 0."""
+        metrics = self.model.get_metrics_result()
+        if last is None:
+            return {}
+        if set(last) != set(metrics):
+            metrics = last
+        return {prefix + name: float(value) for name, value in metrics.items()}
 
     def reset(self):
         """Reset the running loss and metrics (at an epoch's start, before validation)."""
@@ -425,23 +556,26 @@ class Trainer:
 
     def evaluate(self, batches):
         """Run the test function over `batches` (`spec_impl.trainer.data.Batches` or a batched
-        dataset); returns the `val_` logs as floats."""
+        dataset); returns the `val_` logs as floats (`{}` for no batch)."""
         from spec_impl.trainer.data import Batches
 
         if not isinstance(batches, Batches):
             batches = Batches(batches)
         self.reset()
         iterator = self.iterator(batches.dataset)
-        steps = batches.steps
+        steps, k, last = batches.steps, self.steps_per_execution, None
         if steps is not None:  # a known length: no host read of the step count per call
-            k = self.steps_per_execution
             for first in range(0, steps, k):
-                self.test_function(iterator, self.steps_tensor(min(k, steps - first)))
+                _, last = self.test_function(iterator, self.steps_tensor(min(k, steps - first)))
         else:
-            k = self.steps_tensor(self.steps_per_execution)
-            while int(self.test_function(iterator, k)[0]) == self.steps_per_execution:
-                pass
-        return self.logs(prefix="val_")
+            while True:
+                try:
+                    done, last = self.test_function(iterator, self.steps_tensor(k))
+                except tf.errors.OutOfRangeError:
+                    break
+                if int(done) < k:
+                    break
+        return self.logs(last, prefix="val_")
 
     def fit(self, x=None, y=None, **kwargs):
         """Train with the custom loop, taking what `Model.fit` takes; see `spec_impl.train`.

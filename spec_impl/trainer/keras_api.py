@@ -6,11 +6,12 @@
 log the same names; each is named here once, so a Keras upgrade that moves one breaks one file.
 """
 
+from keras.src.backend.tensorflow.trainer import reduce_per_replica as _reduce_per_replica
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
 
-__all__ = ["data_adapter", "loss_tracker", "symbolic_build", "train_validation_split",
-           "unscale_loss_for_distribution"]
+__all__ = ["data_adapter", "loss_tracker", "reduce_per_replica", "symbolic_build",
+           "train_validation_split", "unscale_loss_for_distribution"]
 
 
 def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
@@ -36,3 +37,9 @@ def symbolic_build(model, element_spec):
 def loss_tracker(model):
     """The `Mean` metric named `loss` that `compile` gives the model (what `fit` logs)."""
     return model._loss_tracker
+
+
+def reduce_per_replica(values, strategy):
+    """The logs a model's own step returned on each replica, reduced as `fit` reduces them
+    (`"auto"`: the mean over replicas, the first replica's on a TPU)."""
+    return _reduce_per_replica(values, strategy, reduction="auto")

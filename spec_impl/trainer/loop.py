@@ -15,6 +15,7 @@ import tensorflow as tf
 from spec_impl.trainer import data as data_lib
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
 from spec_impl.trainer.checkpointing import TrainingCheckpoint
+from spec_impl.trainer.checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path, explicit
 from spec_impl.trainer.engine import MAX_SKIPPED, NON_FINITE, Trainer
 from spec_impl.trainer.lock import CheckpointLock
@@ -81,7 +82,6 @@ class FitLoop:
     def _check(self, train, val):
         """Refuse bad data before the first step (`spec_impl.trainer.checks`), build every
         variable, and refuse a model built outside the strategy's scope."""
-        from spec_impl.trainer.checks import check_input_shape, check_labels
 
         sides = [b for b in (train, val) if b is not None]
         for batches in sides:
@@ -98,6 +98,7 @@ class FitLoop:
     def run(self, x, y):
         """Train; returns the `keras.callbacks.History` (also set as `model.history`)."""
         o = self.options
+        check_old_call(self.model, x, y)
         train, val = self._data(x, y)
         self._check(train, val)
         strategy = self.trainer.strategy
@@ -122,7 +123,8 @@ class FitLoop:
             o.callbacks, add_history=True, add_progbar=o.verbose != 0, verbose=o.verbose,
             epochs=o.epochs, steps=train.steps, model=model)
         model.stop_training = False
-        start_epoch, start_step = (o.initial_epoch, 0) if ckpt is None else ckpt.restore_latest()
+        restored = None if ckpt is None else ckpt.restore_latest()
+        start_epoch, start_step = (o.initial_epoch, 0) if restored is None else restored
         callbacks.on_train_begin()
         # BackupAndRestore restores in on_train_begin and sets where to resume, as under fit.
         backup_epoch = getattr(model, "_initial_epoch", None)
@@ -134,8 +136,10 @@ class FitLoop:
             if skip == 0:
                 trainer.reset()
             callbacks.on_epoch_begin(epoch)
-            self._train_epoch(train, epoch, skip, callbacks, ckpt)
-            epoch_logs = trainer.logs()
+            last = self._train_epoch(train, epoch, skip, callbacks, ckpt)
+            if last is None and skip:  # resumed at the epoch's end: its running logs were restored
+                last = trainer.model.get_metrics_result()
+            epoch_logs = trainer.logs(last)
             if o.recalibrate_bn:
                 recalibrate_batch_norm(model, train.dataset)
             if val is not None and _should_validate(epoch, o.validation_freq):
@@ -157,18 +161,18 @@ class FitLoop:
         return model.history
 
     def _train_epoch(self, train, epoch, skip, callbacks, ckpt):
-        """One epoch of calls of `trainer.train_function`, from step `skip` on.
+        """One epoch of calls of `trainer.train_function`, from step `skip` on; returns the
+        last call's logs (`None` if no step ran).
 
         The host reads nothing from the device per call when the epoch's length is known: the
         logs stay tensors (callbacks convert them, as under `fit`).
         """
         trainer = self.trainer
         k = trainer.steps_per_execution
-        steps = train.steps
-        iterator = train.epoch_iterator(trainer, train.skip_for(epoch, skip))
+        iterator, steps = train.start_epoch(trainer, epoch, skip)
         first_count = int(trainer.train_counter.numpy())
         skipped = int(trainer.skipped.numpy())
-        step = skip
+        step, last = skip, None
         # mode="xla", k > 1: groups of k full batches in one XLA program (a partial last
         # batch cannot be stacked with full ones; unless the data are arrays that divide into
         # batches, the last batch counts as partial); the rest, step by step.
@@ -186,25 +190,18 @@ class FitLoop:
                     done, logs = trainer.group_function(iterator)
                 else:
                     done, logs = trainer.train_function(iterator, trainer.steps_tensor(expected))
+            except tf.errors.OutOfRangeError:  # the data ran out before this call's first step
+                done, logs = 0, None
             except tf.errors.InvalidArgumentError as error:
                 if NON_FINITE not in error.message:
                     raise
-                failed = skip + int(trainer.train_counter.numpy()) - first_count
-                where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
-                after = "" if trainer.on_nan == "stop" else \
-                    f" ({trainer.max_skipped} consecutive steps skipped)"
-                raise FloatingPointError(
-                    f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
-                    f"step {failed}{after}: training stopped, no checkpoint written after "
-                    f"it{where}"
-                ) from None
-            ran = expected if train.length is not None and train.steps_per_epoch is None \
-                else int(done)  # a known pass: no host read per call
-            if ran < expected or ran == 0:
-                train.ran_out()
+                self._non_finite(epoch, skip + int(trainer.train_counter.numpy()) - first_count,
+                                 ckpt)
+            ran = expected if train.length is not None else int(done)  # no host read per call
+            train.advance(ran, expected)
             if ran == 0:
                 break
-            previous, step = step, step + ran
+            previous, step, last = step, step + ran, logs
             if trainer.on_nan == "skip":  # a host read per call, in this mode only
                 skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count)
             callbacks.on_train_batch_end(step - 1, logs)
@@ -215,6 +212,18 @@ class FitLoop:
                 break
             if self.watch.stop_now() and (steps is None or step < steps):
                 self._preempted(ckpt, epoch, step, save=True)  # else: at the epoch's end
+        train.end_epoch(step)
+        return last
+
+    def _non_finite(self, epoch, failed, ckpt):
+        trainer = self.trainer
+        where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+        after = "" if trainer.on_nan == "stop" else \
+            f" ({trainer.max_skipped} consecutive steps skipped)"
+        raise FloatingPointError(
+            f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
+            f"step {failed}{after}: training stopped, no checkpoint written after it{where}"
+        ) from None
 
     @staticmethod
     def _warn_skipped(trainer, before, epoch, offset):
