@@ -575,6 +575,9 @@ class Trainer:
                     break
                 if int(done) < k:
                     break
+        if last is None:
+            warnings.warn(f"`{batches.name}` ran out of data: it has no batch, so the evaluation "
+                          f"reports no loss or metrics (as fit).", stacklevel=2)
         return self.logs(last, prefix="val_")
 
     def fit(self, x=None, y=None, **kwargs):

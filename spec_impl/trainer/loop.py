@@ -139,6 +139,9 @@ class FitLoop:
             last = self._train_epoch(train, epoch, skip, callbacks, ckpt)
             if last is None and skip:  # resumed at the epoch's end: its running logs were restored
                 last = trainer.model.get_metrics_result()
+            elif last is None:
+                warnings.warn(f"`{train.name}` ran out of data: epoch {epoch + 1} trained on no "
+                              f"batch and reports no loss or metrics (as fit).", stacklevel=2)
             epoch_logs = trainer.logs(last)
             if o.recalibrate_bn:
                 recalibrate_batch_norm(model, train.dataset)
