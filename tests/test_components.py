@@ -53,7 +53,12 @@ def test_huber_mean_metric_reproduces_the_document():
     assert isinstance(metric, keras.metrics.Mean)
 
 
-@given(st.lists(st.tuples(st.floats(-20, 20), st.floats(-20, 20), st.floats(0, 5)), min_size=1,
+# A weight is 0 or at least 1e-3: TensorFlow's CPU kernels flush float32 subnormals to zero, so
+# a weight of 1e-45 (which hypothesis found) sums to 0 in the metric and to 1e-45 in numpy.
+WEIGHTS = st.one_of(st.just(0.0), st.floats(1e-3, 5))
+
+
+@given(st.lists(st.tuples(st.floats(-20, 20), st.floats(-20, 20), WEIGHTS), min_size=1,
                 max_size=16))
 def test_huber_mean_metric_is_the_weighted_mean(samples):
     y_true, y_pred, weights = (np.array(column, "float32")[:, None] for column in zip(*samples))

@@ -270,3 +270,40 @@ def test_a_gan_writes_its_own_logs_to_tensorboard_and_resumes_from_its_checkpoin
     scalars = read_scalars(tmp_path / "tb" / "train")
     assert sorted(scalars) == ["batch_d_loss", "batch_g_loss", "epoch_d_loss", "epoch_g_loss"]
     assert [step for step, _ in scalars["batch_d_loss"]] == list(range(1, 9))  # 4 steps x 2 epochs
+
+
+class SigtermAtBatch(keras.callbacks.Callback):
+    """A real SIGTERM to this process as the call at `(epoch, step)` starts."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at, self.epoch = (epoch, step), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_gan_preempted_mid_epoch_resumes_bit_identical(tmp_path):
+    # SIGTERM as step 2 of epoch 2 starts: the call finishes, a checkpoint is written at step
+    # 3, and the rerun ends with the uninterrupted run's weights (both optimizers and the noise
+    # generator's state restored).
+    from spec_impl.trainer.preemption import TrainingPreempted
+
+    straight = _run("train", "guide-GAN-no-targets", "function", 1)
+    folder = str(tmp_path / "c")
+    with pytest.raises(TrainingPreempted) as info:
+        _run("train", "guide-GAN-no-targets", "function", 1, checkpoint_dir=folder,
+             callbacks=[SigtermAtBatch(1, 2)])
+    assert (info.value.epoch, info.value.step) == (1, 3)
+    resumed = _run("train", "guide-GAN-no-targets", "function", 1, checkpoint_dir=folder)
+    assert len(resumed[1]) == len(straight[1])
+    for got, want in zip(resumed[1], straight[1]):
+        np.testing.assert_array_equal(got, want)
+    assert resumed[0]["d_loss"] == straight[0]["d_loss"][-1:]

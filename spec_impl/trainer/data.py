@@ -69,6 +69,7 @@ class Batches:
         self.steps_per_epoch = steps_per_epoch
         self._iterator = None
         self._read = 0  # batches read from the current pass
+        self._started = False  # whether an epoch of this run has read from the data
 
     @property
     def steps(self):
@@ -95,8 +96,10 @@ class Batches:
             self._iterator = trainer.iterator(self.dataset, step)
             return self._iterator, self.length
         if self.length is None:  # read on across epochs; a resume skips what was read
-            if self._iterator is None or step:
-                self._iterator = trainer.iterator(self.dataset, epoch * self.steps_per_epoch + step)
+            if self._iterator is None:
+                skip = 0 if self._started else epoch * self.steps_per_epoch + step
+                self._iterator = trainer.iterator(self.dataset, skip)
+            self._started = True
             return self._iterator, self.steps_per_epoch
         begin, steps = self._pass_start(epoch)
         if self._iterator is None or self._read != begin + step:

@@ -10,6 +10,9 @@ Keras itself: the `Trainer` compiles the model and its step calls `Model.compute
 `Model.compute_metrics`, the public route of the keras-io guide "Customizing what happens in
 fit()". So `train` logs what `fit` logs.
 
+A model that overrides `train_step` or `test_step` (document 002's `CustomModel`, a GAN) has its
+own step called in their place, as `fit` calls it, and its returned logs reported.
+
 Corrections to the documents: `training=True` in the train step and `False` in the test step
 (003's loop ignores it); validation scalars go to their own `validation/` writer (000 writes them
 to the training writer); the regularization and `add_loss` terms are part of the loss.
@@ -109,8 +112,10 @@ class Trainer:
     update, metrics), compiled with XLA in `"xla"` mode; `train_function(iterator)` runs up to
     `steps_per_execution` of them in one call, checks each loss is finite and writes the batch
     summaries, and is compiled with `tf.function` but never with XLA (XLA has no kernel for
-    summary writes). It returns the number of steps run and the running logs as tensors, so the
-    caller needs no host synchronisation per step. `test_step` / `test_function` likewise.
+    summary writes). It returns the number of steps run and the last step's logs as tensors, so
+    the caller needs no host synchronisation per step. `test_step` / `test_function` likewise.
+    Both step attributes return `(loss, logs)`; `.traced` is the compiled step itself. A model's
+    own `train_step` / `test_step` is called in place of the package's.
 
     The model is compiled with `optimizer`, `loss`, `metrics`, `loss_weights` and
     `weighted_metrics` (Keras then wraps the optimizer in a `LossScaleOptimizer` under
@@ -231,8 +236,12 @@ class Trainer:
         restored."""
         specs = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype)
                                       if self._free_batch else s, element_spec)
+        step = self.model.train_step
+        if self.strategy is not None:  # traced per replica, where the step runs
+            def step(data):
+                return self.strategy.run(self.model.train_step, args=(data,))
         with self.scope():
-            tf.function(self.model.train_step).get_concrete_function(specs)
+            tf.function(step).get_concrete_function(specs)
 
     def optimizers(self):
         """The optimizers whose state a checkpoint keeps: the compiled one and any other the

@@ -252,7 +252,9 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
 
     Every argument of `fit` has its name and meaning here, and `compile`'s `optimizer`, `loss`,
     `metrics`, `loss_weights` and `weighted_metrics` are resolved by `compile` itself (without
-    them an already compiled model keeps its own). What the loop adds:
+    them an already compiled model keeps its own). A model that overrides `train_step` or
+    `test_step` trains with its own step, as under `fit` (`on_nan="skip"` is refused for it).
+    What the loop adds:
 
     Args:
         mode: `"eager"`, `"function"` or `"xla"` (the numeric step compiled with XLA; summaries

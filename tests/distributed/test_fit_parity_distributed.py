@@ -99,3 +99,35 @@ def test_train_equals_fit_under_mirrored_strategy(name):
         assert_allclose(history.history[key], values, atol=ATOL, err_msg=key)
     for got, want in zip(model.get_weights(), reference.get_weights()):
         assert_allclose(got, want, atol=ATOL)
+
+
+def test_a_models_own_train_step_under_mirrored_strategy_as_under_fit():
+    # Document 002's CustomModel: its train_step and test_step run on each replica under both
+    # loops, and their logs are reduced as fit reduces them (the mean over replicas).
+    from spec_impl import CustomModel
+
+    strategy = make_strategy("mirrored", 2)
+    x, y, x_val, y_val = _data()
+    runs = []
+    for loop in ("fit", "train"):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((64,))
+            model = CustomModel(inputs, keras.layers.Dense(10, activation="softmax")(
+                keras.layers.Dense(16, activation="relu")(inputs)))
+            model.compile(keras.optimizers.SGD(0.1))
+        kwargs = dict(batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+                      validation_data=(x_val, y_val))
+        if loop == "fit":
+            history = model.fit(x, y, **kwargs)
+        else:
+            history = train(model, x, y, strategy=strategy, **kwargs)
+        runs.append((model, history))
+    (reference, fit_history), (model, history) = runs
+    assert sorted(history.history) == sorted(fit_history.history) == [
+        "accuracy", "loss", "val_accuracy", "val_loss"]
+    for key, values in fit_history.history.items():
+        assert_allclose(history.history[key], values, atol=ATOL, err_msg=key)
+    assert len(model.get_weights()) == len(reference.get_weights())
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        assert_allclose(got, want, atol=ATOL)
