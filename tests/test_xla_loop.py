@@ -66,7 +66,11 @@ def test_the_group_is_one_xla_program_traced_once():
     assert trainer.train_group.experimental_get_tracing_count() == 1
     stacked = (tf.zeros((4, BATCH, 64)), tf.zeros((4, BATCH), tf.int64))
     hlo = trainer.train_group.experimental_get_compiler_ir(stacked)(stage="hlo")
-    assert hlo.startswith("HloModule") and "while" in hlo  # the k steps: one loop, one program
+    # the k steps unrolled in one program: no loop, and four times one step's matmuls
+    one_step = trainer.train_step.traced.experimental_get_compiler_ir(
+        (tf.zeros((BATCH, 64)), tf.zeros((BATCH,), tf.int64)))(stage="hlo")
+    assert hlo.startswith("HloModule") and "while" not in hlo
+    assert hlo.count(" dot(") == 4 * one_step.count(" dot(") > 0
     # 2 groups per epoch, then 3 steps through the single-step function
     assert int(trainer.optimizer.iterations) == EPOCHS * 11
 

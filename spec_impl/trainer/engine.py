@@ -435,32 +435,21 @@ class Trainer:
     def _train_group(self, stacked):
         """k train steps over `stacked` (each leaf `(k, batch, ...)`), all in one XLA program.
 
-        Returns the k losses, the k running logs when TensorBoard is written (tensors of shape
-        `(k,)`), and the last step's logs: an iterator cannot be read inside an XLA program, so
-        the k batches come stacked, and the summaries and finiteness checks, which XLA cannot
-        run, follow outside.
+        Returns the k losses, the k logs when TensorBoard is written (tensors of shape `(k,)`),
+        and the last step's logs: an iterator cannot be read inside an XLA program, so the k
+        batches come stacked, and the summaries and finiteness checks, which XLA cannot run,
+        follow outside. The k steps are unrolled, not a loop: XLA on a CPU runs convolutions
+        inside a while loop 20-50x slower than the same step alone (`docs/benchmarks.md`),
+        unrolled as fast, and a dense model no slower.
         """
-        k = self.steps_per_execution
-
-        def batch(i):
-            return tf.nest.map_structure(lambda t: t[i], stacked)
-
-        losses = tf.TensorArray(tf.float32, size=k)
-        first = 0
-        if self.custom_train_step:  # the structure of its logs is known once it has run
-            loss, logs = self._one_train_step(batch(0))
-            losses, first = losses.write(0, tf.cast(loss, tf.float32)), 1
-        else:
-            logs = self.model.get_metrics_result()
-        names = list(logs) if self.train_writer is not None else []
-        per_step = [tf.TensorArray(tf.float32, size=k) for _ in names]
-        if first:
-            per_step = [a.write(0, tf.cast(logs[n], tf.float32)) for a, n in zip(per_step, names)]
-        for i in tf.range(first, k):
-            loss, logs = self._one_train_step(batch(i))
-            losses = losses.write(i, tf.cast(loss, tf.float32))
-            per_step = [a.write(i, tf.cast(logs[n], tf.float32)) for a, n in zip(per_step, names)]
-        return losses.stack(), {n: a.stack() for n, a in zip(names, per_step)}, logs
+        losses, per_step = [], []
+        for i in range(self.steps_per_execution):
+            loss, logs = self._one_train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
+            losses.append(tf.cast(loss, tf.float32))
+            if self.train_writer is not None:
+                per_step.append({n: tf.cast(v, tf.float32) for n, v in logs.items()})
+        names = list(per_step[0]) if per_step else []
+        return tf.stack(losses), {n: tf.stack([p[n] for p in per_step]) for n in names}, logs
 
     def _group(self, iterator):
         """Read k batches in the graph, stack them and run `train_group` (one XLA program);
