@@ -35,14 +35,19 @@ from spec_impl.trainer.distribute import (
 )
 
 
+def _free_batch(element_spec):
+    """`element_spec` with its batch axis left open (`None`)."""
+    return tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype),
+                                 element_spec)
+
+
 def _compile(fn, mode, element_spec=None):
     """`fn` as it runs in `mode`, traced for batches of `element_spec` with a free batch axis
     (one trace serves a partial last batch and a fixed batch alike); without a spec, traced per
     input signature (a validation set of another dtype gets its own trace)."""
     if mode == "eager":
         return fn
-    signature = None if element_spec is None else [tf.nest.map_structure(
-        lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), element_spec)]
+    signature = None if element_spec is None else [_free_batch(element_spec)]
     return tf.function(fn, input_signature=signature, jit_compile=(mode == "xla"))
 
 
@@ -234,8 +239,7 @@ class Trainer:
         """Trace the model's own `train_step` once, running nothing, so that the variables its
         first step creates (its optimizers' slots) exist before a checkpoint is made or
         restored."""
-        specs = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype)
-                                      if self._free_batch else s, element_spec)
+        specs = _free_batch(element_spec) if self._free_batch else element_spec
         step = self.model.train_step
         if self.strategy is not None:  # traced per replica, where the step runs
             def step(data):
