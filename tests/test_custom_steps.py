@@ -179,7 +179,7 @@ CASES = {
 }
 
 
-def _run(loop, case, mode, k, **train_args):
+def _run(loop, case, mode, k, epochs=EPOCHS, **train_args):
     """`(history, weights)` of one run of `case` under `loop` (`"fit"` or `"train"`)."""
     make, compile_model, data = CASES[case]
     keras.utils.set_random_seed(0)
@@ -190,9 +190,9 @@ def _run(loop, case, mode, k, **train_args):
         model.steps_per_execution = k
     x, y, fit_args = data()
     if loop == "fit":
-        history = model.fit(x, y, epochs=EPOCHS, verbose=0, **fit_args)
+        history = model.fit(x, y, epochs=epochs, verbose=0, **fit_args)
     else:
-        history = train(model, x, y, epochs=EPOCHS, verbose=0, mode=mode, steps_per_execution=k,
+        history = train(model, x, y, epochs=epochs, verbose=0, mode=mode, steps_per_execution=k,
                         **fit_args, **train_args)
     return history.history, model.get_weights()
 
@@ -257,16 +257,11 @@ def test_a_gan_writes_its_own_logs_to_tensorboard_and_resumes_from_its_checkpoin
     # step of each of the step's own logs.
     from spec_impl.testing import read_scalars
 
-    straight = _run("train", "guide-GAN-no-targets", "function", 1)
     first = _run("train", "guide-GAN-no-targets", "function", 1, checkpoint_dir=str(tmp_path / "c"),
                  log_dir=str(tmp_path / "tb"))
-    global EPOCHS
-    EPOCHS, saved = 3, EPOCHS
-    try:
-        straight = _run("train", "guide-GAN-no-targets", "function", 1)
-        resumed = _run("train", "guide-GAN-no-targets", "function", 1, checkpoint_dir=str(tmp_path / "c"))
-    finally:
-        EPOCHS = saved
+    straight = _run("train", "guide-GAN-no-targets", "function", 1, epochs=3)
+    resumed = _run("train", "guide-GAN-no-targets", "function", 1, epochs=3,
+                   checkpoint_dir=str(tmp_path / "c"))
     assert len(first[0]["d_loss"]) == 2 and len(resumed[0]["d_loss"]) == 1
     assert_same_training(({k: v[-1:] for k, v in resumed[0].items()}, resumed[1]),
                          ({k: v[-1:] for k, v in straight[0].items()}, straight[1]))
