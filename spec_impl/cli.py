@@ -51,6 +51,11 @@ def _int_at_least(minimum, what):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+
+
+def _positive_int_or_auto(text):
+    return text if text == "auto" else _int_at_least(1, "a positive integer or auto")(text)
+
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
@@ -97,6 +102,10 @@ def cmd_train(args):
     if not run.history.history:
         print(f"Nothing to train: the checkpoints in {run.checkpoint_dir} already reach "
               f"--epochs {args.epochs}; evaluated the restored model.")
+    execution = run.history.params.get("execution") if run.history.params else None
+    if execution:  # --mode auto / --steps-per-execution auto
+        print(f"execution: {execution['mode']} mode, {execution['steps_per_execution']} step(s) "
+              f"per call ({execution['source']}; ms per step: {execution['ms_per_step']})")
     result = run.evaluation
     print(result["report"])
     print(f"test accuracy {result['accuracy']:.4f}  ROC AUC (ovr) {result['roc_auc_ovr']:.4f}  "
@@ -219,11 +228,13 @@ def build_parser():
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
-    p.add_argument("--mode", choices=MODES, default="function")
+    p.add_argument("--mode", choices=(*MODES, "auto"), default="function",
+                   help="auto: time the first steps in function and xla mode, keep the faster")
     p.add_argument("--precision", choices=POLICIES,
                    default="float32", help="Keras dtype policy (mixed_float16 scales the loss)")
-    p.add_argument("--steps-per-execution", type=_positive_int, default=1, metavar="K",
-                   help="batches per compiled call (as fit's steps_per_execution)")
+    p.add_argument("--steps-per-execution", type=_positive_int_or_auto, default=1, metavar="K",
+                   help="batches per compiled call (as fit's steps_per_execution); auto: time "
+                        "1, 8 and 32 on the first steps, keep the fastest")
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (train/ and validation/)")
     p.add_argument("--out", default="runs/latest", help="folder for the model, report, plots, checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")

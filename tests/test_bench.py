@@ -16,14 +16,17 @@ from spec_impl.bench import (
     BenchSettings,
     WorkloadSpec,
     build_workload,
+    interleaved,
     make_trainer,
     step_flops,
+    suite,
     tracing_count,
 )
 from spec_impl.bench.plot import plot, speedups
-from spec_impl.bench.report import format_tables
-from spec_impl.bench.settings import comparisons, runner_names
+from spec_impl.bench.report import format_recommendation, format_tables
+from spec_impl.bench.settings import BF16_FLAGS, comparisons, runner_names
 from spec_impl.bench.stats import compare, format_ratio, ratio_interval, verdict
+from spec_impl.bench.suite import recommend
 
 MLP_MATMUL_FLOPS = 2 * 32 * (784 * 512 + 512 * 10) * 2 + 2 * 32 * 512 * 10  # fwd + dW + one dX
 
@@ -100,6 +103,64 @@ def test_settings_levels_and_the_fair_comparisons():
     # a workload whose step takes about a second stops at k = 8
     assert "loop_k32" not in runner_names("mini_inception")
     assert ("xla_loop_k8", "fit_xla_k8") in comparisons("mini_inception")
+
+
+def test_rounds_stop_when_the_budget_is_spent_never_under_the_minimum():
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = interleaved(runners, rounds=9, warmup=1, budget=0.0, min_rounds=3)
+    assert [len(t) for t in times.values()] == [3, 3]  # the budget spent at once: the minimum
+    assert calls == ["a", "b"] * 4  # one untimed call each, then 3 rounds in alternation
+    assert [len(t) for t in interleaved(runners, rounds=5).values()] == [5, 5]  # no budget
+    assert BenchSettings("smoke").budget is None and BenchSettings("quick").budget > 0
+
+
+def test_the_recommendation_is_the_fastest_train_setting_against_fit_k1():
+    rounds = {"function": [1.0] * 5, "fit_k1": [4.0, 4.1, 3.9, 4.0, 4.2],
+              "loop_k8": [2.0, 2.1, 1.9, 2.0, 2.0], "xla_loop_k8": [1.0, 1.1, 0.9, 1.0, 1.0],
+              "fit_xla_k8": [0.5] * 5}  # fit's own XLA: not a train setting
+    best = recommend("w", rounds)
+    assert (best["runner"], best["mode"], best["steps_per_execution"]) == ("xla_loop_k8", "xla", 8)
+    assert best["call"] == "train(model, ..., mode='xla', steps_per_execution=8)"
+    assert best["vs_fit_k1"]["name"] == "xla_loop_k8 / fit_k1"
+    assert best["vs_fit_k1"]["value"] == pytest.approx(1.0 / 4.0)
+    assert best["vs_fit_k1"]["verdict"] == "faster" and best["ms_per_step"] == pytest.approx(1e3)
+    lines = format_recommendation(best)
+    assert lines[0] == "w: train(model, ..., mode='xla', steps_per_execution=8)"
+    assert "xla_loop_k8 / fit_k1 0.25 [" in lines[1] and "(4.00x fit's speed)" in lines[1]
+
+
+def test_mixed_bfloat16_is_timed_for_every_model_only_with_bfloat16_instructions(monkeypatch):
+    measured = []
+
+    def fake(spec, policy, settings, peak):
+        measured.append((spec.name, policy, spec.batch_size))
+        ratio = {"name": f"{policy} / float32", "workload": f"{spec.name}:precision",
+                 "value": 0.5, "low": 0.4, "high": 0.6, "verdict": "faster"}
+        return [], [ratio]
+
+    monkeypatch.setattr(suite, "measure_precision", fake)
+    specs = [WorkloadSpec("mnist_mlp"), WorkloadSpec("mini_inception", 16),
+             WorkloadSpec("saved.keras")]
+    flags = dict.fromkeys(BF16_FLAGS, False)
+    results = {"machine": flags, "ratios": [], "recommendations": [{"workload": "mnist_mlp"}]}
+    suite._precision(results, specs, BenchSettings("smoke"), "cpu", {}, lambda _: None)
+    assert not measured and "precision" not in results
+    assert results["precision_skipped"].startswith("this CPU has no bfloat16 instructions "
+                                                   "(avx512_bf16, amx_bf16 absent)")
+    text = format_tables({**results, "machine": _MACHINE, "train_steps": [], "seconds": 1.0,
+                          "recommendations": []})
+    assert "Mixed precision: this CPU has no bfloat16 instructions" in text
+    results = {"machine": {**flags, "amx_bf16": True}, "ratios": [],
+               "recommendations": [{"workload": "mnist_mlp"}]}
+    suite._precision(results, specs, BenchSettings("smoke"), "cpu", {}, lambda _: None)
+    # every model but the .keras file (which keeps its own policy), at its own batch size
+    assert measured == [("mnist_mlp", "mixed_bfloat16", None), ("mini_inception", "mixed_bfloat16", 16)]
+    assert results["recommendations"][0]["precision"]["policy"] == "mixed_bfloat16"
+
+
+_MACHINE = {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x", "keras": "3.x", "device": "cpu",
+            "date": "2026-11-23"}
 
 
 def _row(name, mode, ms):

@@ -1,5 +1,6 @@
 """`spec-impl train`: artefacts, errors, resume."""
 
+import json
 import os
 import re
 import shutil
@@ -110,8 +111,25 @@ def test_mixed_precision_and_several_steps_per_call(tmp_path):
     assert "test accuracy" in proc.stdout
 
 
+def test_auto_mode_and_steps_with_mixed_precision_print_the_choice(tmp_path):
+    proc = run("--model", "mnist_mlp", "--epochs", "2", "--limit", "320", "--out", str(tmp_path),
+               "--precision", "mixed_bfloat16", "--mode", "auto", "--steps-per-execution", "auto",
+               "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # 10 steps an epoch: k = 1 and 8 are candidates, k = 32 is longer than an epoch
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("execution: "))
+    saved = json.loads((tmp_path / "checkpoints" / "execution.json").read_text())
+    assert line.startswith(f"execution: {saved['mode']} mode, {saved['steps_per_execution']} "
+                           f"step(s) per call (calibration; ms per step: ")
+    assert set(saved["ms_per_step"]) <= {"function_k1", "function_k8", "xla_k8"}
+    assert "function_k1" in saved["ms_per_step"]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.layers[0].compute_dtype == "bfloat16"  # the precision asked, never changed
+
+
 @pytest.mark.parametrize("flag,value,message", [
-    ("--steps-per-execution", "0", "expected a positive integer, received '0'"),
+    ("--steps-per-execution", "0", "expected a positive integer or auto, received '0'"),
+    ("--mode", "fast", "invalid choice: 'fast'"),
     ("--precision", "float16", "invalid choice: 'float16'"),
 ])
 def test_bad_precision_or_steps_per_execution(flag, value, message, tmp_path):

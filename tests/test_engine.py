@@ -32,8 +32,8 @@ def quiet_train(model, data, **kwargs):
     return train(model, *data, **kwargs).history
 
 
-def test_unknown_mode_lists_the_three(digits):
-    with pytest.raises(ValueError, match=r"one of eager, function, xla. Received: mode='jit'"):
+def test_unknown_mode_lists_the_modes(digits):
+    with pytest.raises(ValueError, match=r"one of eager, function, xla, auto. Received: mode='jit'"):
         quiet_train(digits_mlp(32), digits[0], mode="jit")
 
 

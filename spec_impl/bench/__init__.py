@@ -7,6 +7,7 @@ from spec_impl.bench.runner import (
     distributed_trainer,
     eval_data,
     fit_runner,
+    has_bf16_instructions,
     interleaved,
     loop_runner,
     machine_info,
@@ -38,7 +39,7 @@ __all__ = [
     "DISTRIBUTED_BATCH", "DISTRIBUTED_WORKLOADS", "EVAL_BATCH", "EVAL_SAMPLES", "GPU_MIXED_BATCH",
     "REPLICAS", "STEPS_PER_EXECUTION", "WORKLOADS", "XLA_LOOP_K", "BenchSettings", "Workload",
     "WorkloadSpec", "build_workload", "distributed_trainer", "eval_data", "fit_runner",
-    "interleaved", "loop_runner", "machine_info", "make_trainer", "median_seconds",
+    "has_bf16_instructions", "interleaved", "loop_runner", "machine_info", "make_trainer", "median_seconds",
     "parse_model", "peak_gflops", "peaks", "rates", "same_batch_runner", "step_flops", "timed",
     "tracing_count",
 ]

@@ -26,6 +26,19 @@ def format_ratios(ratios, workload):
             if r["workload"] == workload]
 
 
+def format_recommendation(best):
+    """The lines of one `suite.recommend` record: the call, and its speed against `fit_k1`."""
+    ratio = best["vs_fit_k1"]
+    lines = [f"{best['workload']}: {best['call']}",
+             f"    {best['ms_per_step']:.3f} ms/step; {best['runner']} / fit_k1 "
+             f"{format_ratio(ratio)} ({1 / ratio['value']:.2f}x fit's speed)"]
+    if "precision" in best:
+        p = best["precision"]
+        lines.append(f"    and under keras.mixed_precision.set_global_policy({p['policy']!r}): "
+                     f"{p['vs_float32']['name']} {format_ratio(p['vs_float32'])}")
+    return lines
+
+
 def _step_table(rows, ratios, name):
     first = rows[0]
     lines = [f"{name} (batch {first['batch_size']}, {_fmt(first['flops_per_step'], '{:,}')} "
@@ -55,7 +68,18 @@ def format_tables(results):
         for r in results["precision"]:
             lines.append(f"  {r['workload']:<32}{r['ms_per_step']:>10.2f} ms/step, "
                          f"{_fmt(r['pct_of_peak'], '{:.0f}%')} of the {r['compute_dtype']} peak")
-        lines += format_ratios(ratios, "mini_inception:precision") + [""]
+        for name in dict.fromkeys(r["workload"] for r in ratios
+                                  if r["workload"].endswith(":precision")):
+            lines += format_ratios(ratios, name)
+        lines.append("")
+    if "precision_skipped" in results:
+        lines += [f"Mixed precision: {results['precision_skipped']}.", ""]
+    if results.get("recommendations"):
+        lines.append("Fastest measured per model (time ratio to model.fit at one step per call, "
+                     "95 % interval):")
+        lines += [f"  {line}" for best in results["recommendations"]
+                  for line in format_recommendation(best)]
+        lines.append("")
     if "eval_loop" in results:
         e = results["eval_loop"]
         lines += [f"Evaluation loop (document 002: {EVAL_SAMPLES:,} samples, batch {EVAL_BATCH}, "

@@ -19,7 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.bench.settings import DISTRIBUTED_BATCH, EVAL_BATCH, EVAL_SAMPLES, PEAK_MATMUL_N
+from spec_impl.bench.settings import (
+    BF16_FLAGS,
+    DISTRIBUTED_BATCH,
+    EVAL_BATCH,
+    EVAL_SAMPLES,
+    MIN_ROUNDS,
+    PEAK_MATMUL_N,
+)
 from spec_impl.bench.workloads import build_workload
 from spec_impl.trainer.data import dataset_steps
 from spec_impl.trainer.engine import Trainer
@@ -31,16 +38,25 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved(runners, rounds, warmup=1):
+def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS):
     """`{name: [seconds of round 1, ...]}`: each runner of `runners` (`{name: callable}`) called
-    `warmup` times untimed, then once per round, the runners in turn within each round."""
+    `warmup` times untimed, then once per round, the runners in turn within each round.
+
+    Args:
+        rounds: the most rounds.
+        budget: seconds of timed rounds: no round starts once they are spent and `min_rounds`
+            have run (`None`: `rounds` rounds).
+    """
     for _ in range(warmup):
         for run in runners.values():
             run()
     times = {name: [] for name in runners}
-    for _ in range(rounds):
+    start = time.perf_counter()
+    for i in range(rounds):
         for name, run in runners.items():
             times[name].append(timed(run))
+        if budget is not None and i + 1 >= min_rounds and time.perf_counter() - start >= budget:
+            break
     return times
 
 
@@ -167,6 +183,11 @@ def eval_data(seed=0):
     return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH)
 
 
+def has_bf16_instructions(machine):
+    """Whether `machine_info()` names a CPU flag of bfloat16 instructions (`BF16_FLAGS`)."""
+    return any(machine.get(flag) for flag in BF16_FLAGS)
+
+
 def machine_info(device="cpu"):
     cpu = platform.processor() or platform.machine()
     flags = set()
@@ -181,7 +202,7 @@ def machine_info(device="cpu"):
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "device": device,
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            **{flag: flag in flags for flag in BF16_FLAGS},
             "date": time.strftime("%Y-%m-%d")}
     if device == "gpu":
         gpus = tf.config.list_physical_devices("GPU")

@@ -35,6 +35,14 @@ GPU_MIXED_BATCH = 256  # document 000 trained MiniInception in mixed_float16 at 
 DISTRIBUTED_WORKLOADS = ("mnist_mlp", "mini_inception")  # timed under MirroredStrategy
 DISTRIBUTED_BATCH = 32  # the global batch, the same for every number of replicas (divides by 4)
 REPLICAS = (1, 2, 4)  # `spec-impl bench --strategy mirrored --devices N` times those <= N
+# Seconds of timed rounds per table (after the untimed warm-up): the rounds stop at the plan's
+# count or once this is spent, never under MIN_ROUNDS. A slow workload gets fewer rounds, so a
+# wider interval (a verdict needs the interval to exclude 1), never a longer run.
+BUDGET_S = {"full": 45.0, "quick": 10.0, "smoke": 0.0}
+MIN_ROUNDS = 3
+# CPU flags of bfloat16 instructions: without one, bfloat16 runs emulated and
+# `mixed_bfloat16` is not timed (`spec-impl bench` says so).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CONFIDENCE = 0.95  # of the interval of every ratio
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -92,8 +100,14 @@ class BenchSettings:
             raise ValueError(f"Expected a level among full, quick, smoke. Received: level={self.level!r}")
 
     def rounds(self, name):
+        """The most rounds of `name` (fewer when `budget` runs out first)."""
         rounds = PLAN.get(name, USER_PLAN)[1]
-        return {"full": rounds, "quick": max(3, rounds // 2), "smoke": 2}[self.level]
+        return {"full": rounds, "quick": max(MIN_ROUNDS, rounds // 2), "smoke": 2}[self.level]
+
+    @property
+    def budget(self):
+        """Seconds of timed rounds per table, or `None` (smoke: the rounds alone)."""
+        return BUDGET_S[self.level] or None
 
     def steps(self, name, k=1):
         """Batches per timed round of `name` at steps_per_execution `k` (a multiple of k)."""

@@ -6,6 +6,7 @@ with an interval and a verdict (`stats.compare`). The pytest-benchmark suite cal
 functions with the same `BenchSettings`.
 """
 
+import dataclasses
 import statistics
 import time
 
@@ -17,6 +18,7 @@ from spec_impl.bench.runner import (
     distributed_trainer,
     eval_data,
     fit_runner,
+    has_bf16_instructions,
     interleaved,
     loop_runner,
     machine_info,
@@ -29,6 +31,7 @@ from spec_impl.bench.runner import (
     tracing_count,
 )
 from spec_impl.bench.settings import (
+    BF16_FLAGS,
     DISTRIBUTED_BATCH,
     DISTRIBUTED_WORKLOADS,
     DOC_EVAL_SPEEDUP,
@@ -113,7 +116,7 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
     the loop and `fit` at each steps per call, the XLA loop and `fit(jit_compile=True)`."""
     runners, steps, first, workload, flops = _runners(spec, settings, log)
     name = workload.name
-    times = interleaved(runners, settings.rounds(name), settings.warmup)
+    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
     peak = peak_by_dtype.get(_compute_dtype(workload.model))
     rows = _rows(name, times, steps, workload.batch_size, flops, peak,
                  {"compute_dtype": _compute_dtype(workload.model)})
@@ -121,20 +124,42 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
         row["first_call_s"] = first.get(row["mode"])
     step_times = per_step(times, steps)
     ratios = [stats.compare(name, a, b, step_times) for a, b in comparisons(name)]
-    return rows, ratios
+    return rows, ratios, recommend(name, step_times)
 
 
-def measure_precision(name, policy, settings, peak_by_dtype, batch_size=None):
-    """The function-mode step of `name` in float32 and under `policy`, interleaved: rows and
-    the ratio `<policy> / float32`."""
+def _train_setting(runner):
+    """`(mode, k)` of a runner that `train` runs (`loop_k8`, `xla_loop_k32`), else `None`."""
+    kind, found, k = runner.rpartition("_k")
+    mode = {"loop": "function", "xla_loop": "xla"}.get(kind)
+    return (mode, int(k)) if found and mode else None
+
+
+def recommend(name, step_times):
+    """The fastest `train` setting measured for `name` (`loop_k*` / `xla_loop_k*`, by median
+    time per step), its time ratio to the user's default `model.fit` (`fit_k1`) with the
+    interval, and the call that gets it."""
+    settings = {r: _train_setting(r) for r in step_times if _train_setting(r)}
+    best = min(settings, key=lambda r: statistics.median(step_times[r]))
+    mode, k = settings[best]
+    return {"workload": name, "runner": best, "mode": mode, "steps_per_execution": k,
+            "ms_per_step": 1e3 * statistics.median(step_times[best]),
+            "vs_fit_k1": stats.compare(name, best, "fit_k1", step_times),
+            "call": f"train(model, ..., mode={mode!r}, steps_per_execution={k})"}
+
+
+def measure_precision(spec, policy, settings, peak_by_dtype):
+    """The function-mode step of `spec` (a `WorkloadSpec` or a workload's name) in float32 and
+    under `policy`, interleaved: rows and the ratio `<policy> / float32`."""
+    spec = WorkloadSpec(spec) if isinstance(spec, str) else spec
+    name = spec.name
     workloads, runners = {}, {}
     for label in ("float32", policy):
         with global_policy(label):
-            workload = build_workload(name, batch_size)
+            workload = spec.build()
         trainer = make_trainer(workload, "function")
         workloads[label] = (workload, trainer)
         runners[label] = same_batch_runner(trainer, workload, settings.steps(name))
-    times = interleaved(runners, settings.rounds(name), settings.warmup)
+    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
     steps = dict.fromkeys(runners, settings.steps(name))
     rows = []
     for label, (workload, trainer) in workloads.items():
@@ -229,7 +254,7 @@ def bench_distributed(settings, devices, log=print):
             workload, trainer = distributed_trainer(name, n)
             runners["none" if n is None else f"replicas_{n}"] = loop_runner(
                 trainer, workload.dataset(steps))
-        times = interleaved(runners, settings.rounds(name), settings.warmup)
+        times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
         step_times = {k: [t / steps for t in v] for k, v in times.items()}
         for key, values in step_times.items():
             seconds = statistics.median(values)
@@ -267,27 +292,53 @@ def run_suite(settings=None, device="cpu", models=None, log=print):
         results = {"machine": machine_info(device), "level": settings.level,
                    "peak_gflops": peak, "train_steps": [], "ratios": []}
         log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
+        results["recommendations"] = []
         for spec in specs:
             log(f"timing {spec.name} at steps per call {step_counts(spec.name)} ...")
-            rows, ratios = measure_workload(spec, settings, peak, log)
+            rows, ratios, best = measure_workload(spec, settings, peak, log)
             results["train_steps"] += rows
             results["ratios"] += ratios
+            results["recommendations"].append(best)
+        _precision(results, specs, settings, device, peak, log)
         if models is None:
-            _extras(results, settings, device, peak, log)
+            _extras(results, settings, log)
     results["seconds"] = time.perf_counter() - start
     return results
 
 
-def _extras(results, settings, device, peak, log):
-    """Mixed precision, the evaluation loop, retracing and batch scaling (the default run)."""
-    # Document 000 trained MiniInception in mixed_float16 at batch 256 on a GPU; a CPU has no
-    # fast float16, and bfloat16 is fast only where the CPU has bfloat16 instructions.
-    policy, batch = (("mixed_float16", GPU_MIXED_BATCH) if device == "gpu"
-                     else ("mixed_bfloat16", None))
-    log(f"timing mini_inception in {policy} against float32 ...")
-    rows, ratios = measure_precision("mini_inception", policy, settings, peak, batch)
-    results["precision"] = rows
-    results["ratios"] += ratios
+def _precision(results, specs, settings, device, peak, log):
+    """Mixed precision against float32, where the device computes it natively: on a GPU,
+    MiniInception in mixed_float16 at batch 256 (as document 000 trained it); on a CPU with
+    bfloat16 instructions (`BF16_FLAGS`), every workload of the run in mixed_bfloat16 (a
+    `.keras` file keeps its own policy, so it is left out). Elsewhere the run says why not.
+    A faster precision is added to the workload's recommendation."""
+    if device == "gpu":
+        plan = [("mini_inception", "mixed_float16", GPU_MIXED_BATCH)]
+    elif has_bf16_instructions(results["machine"]):
+        plan = [(s.name, "mixed_bfloat16", s.batch_size) for s in specs
+                if not s.name.endswith(".keras")]
+    else:
+        results["precision_skipped"] = (
+            f"this CPU has no bfloat16 instructions ({', '.join(BF16_FLAGS)} absent): "
+            f"mixed_bfloat16 would run emulated, so it is not timed")
+        log(results["precision_skipped"])
+        return
+    results["precision"] = []
+    by_name = {s.name: s for s in specs}
+    for name, policy, batch in plan:
+        log(f"timing {name} in {policy} against float32 ...")
+        spec = by_name.get(name, WorkloadSpec(name))
+        rows, ratios = measure_precision(dataclasses.replace(spec, batch_size=batch), policy,
+                                         settings, peak)
+        results["precision"] += rows
+        results["ratios"] += ratios
+        for best in results["recommendations"]:
+            if best["workload"] == name and ratios[0]["verdict"] == "faster":
+                best["precision"] = {"policy": policy, "vs_float32": ratios[0]}
+
+
+def _extras(results, settings, log):
+    """The evaluation loop, retracing and batch scaling (the default run)."""
     log("timing the evaluation loop, retracing and batch scaling ...")
     results["eval_loop"], ratios = bench_eval_loop(settings)
     results["ratios"] += ratios

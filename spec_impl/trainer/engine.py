@@ -19,14 +19,16 @@ to the training writer); the regularization and `add_loss` terms are part of the
 """
 
 import contextlib
+import functools
 import warnings
 
 import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from spec_impl._validation import MODES, check_positive_int
+from spec_impl._validation import MODES, check_choice, check_positive_int
 from spec_impl.trainer import keras_api
+from spec_impl.trainer.auto import AUTO, AUTO_MODES, K_CANDIDATES, Calibration
 from spec_impl.trainer.distribute import (
     check_optimizer_scope,
     check_xla_devices,
@@ -151,8 +153,11 @@ class Trainer:
     def __init__(self, model, *, optimizer=None, loss=None, metrics=None, loss_weights=None,
                  weighted_metrics=None, mode="function", steps_per_execution=1, log_dir=None,
                  strategy=None, on_nan="stop", max_skipped=MAX_SKIPPED):
-        if mode not in MODES:
-            raise ValueError(f"Expected `mode` to be one of {', '.join(MODES)}. Received: mode={mode!r}")
+        if mode not in (*MODES, AUTO):
+            raise ValueError(f"Expected `mode` to be one of {', '.join(MODES)}, {AUTO}. "
+                             f"Received: mode={mode!r}")
+        if steps_per_execution != AUTO:
+            check_positive_int("steps_per_execution", steps_per_execution)
         if on_nan not in ON_NAN:
             raise ValueError(f"Expected `on_nan` to be one of {', '.join(ON_NAN)}. "
                              f"Received: on_nan={on_nan!r}")
@@ -166,11 +171,8 @@ class Trainer:
         self.on_nan = on_nan
         self.max_skipped = check_positive_int("max_skipped", max_skipped)
         self.model = model
-        self.mode = mode
-        self.steps_per_execution = check_positive_int("steps_per_execution", steps_per_execution)
         self.strategy = explicit(strategy)
-        if mode == "xla" and self.strategy is not None:
-            check_xla_devices(self.strategy)
+        self.candidates = self._candidates(mode, steps_per_execution)
         settings = dict(optimizer=optimizer, loss=loss, metrics=metrics,
                         loss_weights=loss_weights, weighted_metrics=weighted_metrics)
         with self.scope():  # optimizer slots and metric totals are replica-aware variables
@@ -195,22 +197,80 @@ class Trainer:
         if log_dir is not None:
             self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
             self.val_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
-        # Per replica under a strategy (XLA-compiled in xla mode), inside a tf.function that
-        # takes distributed values: `train_function`.
-        self._step_mode = mode if self.strategy is None or mode == "xla" else "eager"
         self._free_batch = not _fixed_batch(model)
         self._train_spec = None
-        self.train_step = self._compiled("train")
-        self.test_step = self._compiled("test")
-        self.train_function = self._loop(lambda data: self.train_step(data), self._after_train_step)
-        self.test_function = self._loop(lambda data: self.test_step(data), self._after_test_step)
-        # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
-        self.group_function = None
-        if mode == "xla" and self.steps_per_execution > 1 and self.strategy is None:
-            self.train_group = tf.function(self._train_group, jit_compile=True)
-            self.group_function = tf.function(self._group)
+        self._settings = {}  # (mode, k) -> that setting's compiled functions
+        self._per_mode = {}  # mode -> the steps and loops every k of that mode shares
+        self.configure(self.candidates[0][0], self.candidates[1][0])
         if model.built:
             self.build()
+
+    def _candidates(self, mode, steps_per_execution):
+        """`(modes, steps per call)` to choose among: the one given, or for `"auto"` those of
+        `spec_impl.trainer.auto` (under a strategy, `"function"` mode: XLA per replica is for
+        devices that need no calibration to favour it)."""
+        modes = (mode,) if mode != AUTO else AUTO_MODES if self.strategy is None else ("function",)
+        ks = (steps_per_execution,) if steps_per_execution != AUTO else K_CANDIDATES
+        cluster = getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None)
+        if len(modes) * len(ks) > 1 and cluster:
+            raise ValueError(
+                f"`mode` / `steps_per_execution` 'auto' times the steps in each process, and the "
+                f"workers of a cluster must run the same setting: pass a mode and a number of "
+                f"steps per call. Received: mode={mode!r}, "
+                f"steps_per_execution={steps_per_execution!r}")
+        return modes, ks
+
+    def calibration(self, steps_per_epoch=None):
+        """A `spec_impl.trainer.auto.Calibration` for a run of epochs of `steps_per_epoch`
+        steps, or `None` when there is nothing to choose (one mode, one steps per call)."""
+        modes, ks = self.candidates
+        if len(modes) * len(ks) == 1:
+            return None
+        return Calibration(modes, ks, steps_per_epoch)
+
+    def configure(self, mode, steps_per_execution):
+        """Run the next calls in `mode` with `steps_per_execution` steps per call (what
+        `mode="auto"` switches between). The variables are shared by every setting, and each
+        setting's compiled functions are kept, so that switching back traces nothing again.
+
+        Sets `train_step` / `test_step` (one step each, compiled for the mode, per replica
+        under a strategy), `train_function` / `test_function` (up to k steps per call) and, in
+        `"xla"` mode with k > 1 on one device, `group_function` (k steps in one XLA program,
+        `train_group`), else `group_function = None`.
+        """
+        check_choice("mode", mode, MODES)
+        k = check_positive_int("steps_per_execution", steps_per_execution)
+        if mode == "xla" and self.strategy is not None:
+            check_xla_devices(self.strategy)
+        key = (mode, k)
+        if key not in self._settings:
+            self._settings[key] = self._functions(mode, k)
+        self.mode, self.steps_per_execution = key
+        for name, value in self._settings[key].items():
+            setattr(self, name, value)
+        return self
+
+    def _functions(self, mode, k):
+        """The compiled functions of one setting (see `configure`). The steps and the k-step
+        loops depend on the mode alone (k is the loop's argument), so every k of a mode shares
+        them and their traces; an XLA group is compiled for its k."""
+        if mode not in self._per_mode:
+            # Per replica under a strategy (XLA-compiled in xla mode), inside a tf.function
+            # that takes distributed values: `train_function`.
+            step_mode = mode if self.strategy is None or mode == "xla" else "eager"
+            train_step = self._compiled("train", step_mode, self._train_spec)
+            test_step = self._compiled("test", step_mode)
+            self._per_mode[mode] = {
+                "train_step": train_step, "test_step": test_step,
+                "train_function": self._loop(train_step, self._after_train_step, mode),
+                "test_function": self._loop(test_step, self._after_test_step, mode)}
+        functions = {**self._per_mode[mode], "train_group": None, "group_function": None}
+        # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
+        if mode == "xla" and k > 1 and self.strategy is None:
+            group = tf.function(functools.partial(self._train_group, k), jit_compile=True)
+            functions["train_group"] = group
+            functions["group_function"] = tf.function(functools.partial(self._group, group, k))
+        return functions
 
     def build(self, element_spec=None):
         """Create every variable before the first step, as `fit` does: the model's (from
@@ -232,7 +292,9 @@ class Trainer:
             # the training batches' spec fixes the train step's signature: one trace for the
             # loop's batches and for a fixed batch (the benchmarks) alike
             self._train_spec = element_spec
-            self.train_step = self._compiled("train", element_spec)
+            self._settings.clear()  # every setting's train step is traced for this spec
+            self._per_mode.clear()
+            self.configure(self.mode, self.steps_per_execution)
         return self
 
     def _create_step_variables(self, element_spec):
@@ -256,8 +318,8 @@ class Trainer:
                 found.append(value)
         return found
 
-    def _compiled(self, kind, element_spec=None):
-        """The step `kind` (`"train"` or `"test"`) as the loop calls it: compiled for its mode,
+    def _compiled(self, kind, mode, element_spec=None):
+        """The step `kind` (`"train"` or `"test"`) as the loop calls it: compiled for `mode`,
         run per replica under a strategy, returning `(loss, logs)` (the loss the finiteness
         check reads and the step's logs, as `fit`'s step returns them)."""
         custom = self.custom_train_step if kind == "train" else self.custom_test_step
@@ -266,7 +328,7 @@ class Trainer:
         else:
             step = self._train_step if kind == "train" else self._test_step
         spec = element_spec if self._free_batch else None
-        return self._distributed(_compile(step, self._step_mode, spec), custom)
+        return self._distributed(_compile(step, mode, spec), custom)
 
     # ---- the numeric steps: one for one device and for each replica ----
 
@@ -436,7 +498,7 @@ class Trainer:
         self.val_step.assign_add(1)
         self._write_batch(self.val_writer, logs, self.val_step)
 
-    def _train_group(self, stacked):
+    def _train_group(self, k, stacked):
         """k train steps over `stacked` (each leaf `(k, batch, ...)`), all in one XLA program.
 
         Returns the k losses, the k logs when TensorBoard is written (tensors of shape `(k,)`),
@@ -447,7 +509,7 @@ class Trainer:
         unrolled as fast, and a dense model no slower.
         """
         losses, per_step = [], []
-        for i in range(self.steps_per_execution):
+        for i in range(k):
             loss, logs = self._one_train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
             losses.append(tf.cast(loss, tf.float32))
             if self.train_writer is not None:
@@ -455,13 +517,12 @@ class Trainer:
         names = list(per_step[0]) if per_step else []
         return tf.stack(losses), {n: tf.stack([p[n] for p in per_step]) for n in names}, logs
 
-    def _group(self, iterator):
+    def _group(self, train_group, k, iterator):
         """Read k batches in the graph, stack them and run `train_group` (one XLA program);
         then, per step, the counter, the finiteness check and the batch summaries."""
-        k = self.steps_per_execution
         batches = [iterator.get_next() for _ in range(k)]
         stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
-        losses, logs, last = self.train_group(stacked)
+        losses, logs, last = train_group(stacked)
         if self.on_nan == "skip":  # every step ran (a skipped one changed nothing): count each
             for i in tf.range(k):
                 self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
@@ -481,17 +542,17 @@ class Trainer:
         tf.debugging.Assert(all_finite, [NON_FINITE])
         return tf.constant(k), last
 
-    def _loop(self, step, after):
-        """`run(iterator, steps)`: up to `steps` (a tensor, default k) steps in one call,
+    @staticmethod
+    def _loop(step, after, mode):
+        """`run(iterator, steps)`: up to `steps` (an int32 tensor, `steps_tensor`) steps in one call,
         returning how many ran and the last step's logs.
 
         The first batch is read unconditionally (the logs' structure, which a model's own step
         decides, is known once a step has run): on an exhausted iterator the call raises
         `tf.errors.OutOfRangeError` having run nothing, as `fit`'s does.
         """
-        k = self.steps_per_execution
 
-        def run(iterator, steps=k):
+        def run(iterator, steps):
             loss, logs = step(iterator.get_next())
             after(loss, lambda: logs)
             done = tf.constant(1, tf.int32)
@@ -504,7 +565,7 @@ class Trainer:
                 done += 1
             return done, logs
 
-        return run if self.mode == "eager" else tf.function(run)
+        return run if mode == "eager" else tf.function(run)
 
     @staticmethod
     def _write_batch(writer, read_logs, step):
@@ -537,6 +598,15 @@ class Trainer:
     def reset(self):
         """Reset the running loss and metrics (at an epoch's start, before validation)."""
         self.model.reset_metrics()
+
+    def write_text(self, tag, markdown):
+        """A TensorBoard text summary `tag` in `train/`, at the current step (no-op without
+        `log_dir`)."""
+        if self.train_writer is None:
+            return
+        with self.train_writer.as_default(step=self.train_counter):
+            tf.summary.text(tag, markdown)
+        self.train_writer.flush()
 
     def write_epoch(self, epoch, logs):
         """Per-epoch scalars: `epoch_<name>` at step `epoch`, validation names without `val_`."""

@@ -7,6 +7,7 @@ checkpoints (resumed from), batch-norm recalibration, validation.
 
 import contextlib
 import dataclasses
+import time
 import warnings
 
 import keras
@@ -125,7 +126,11 @@ class FitLoop:
         model.stop_training = False
         restored = None if ckpt is None else ckpt.restore_latest()
         start_epoch, start_step = (o.initial_epoch, 0) if restored is None else restored
+        self.calibration = trainer.calibration(train.steps)
         callbacks.on_train_begin()
+        if self.calibration is not None and ckpt is not None \
+                and self.calibration.restore(ckpt.directory):
+            self._chosen(callbacks, ckpt)
         # BackupAndRestore restores in on_train_begin and sets where to resume, as under fit.
         backup_epoch = getattr(model, "_initial_epoch", None)
         if backup_epoch and start_step == 0:
@@ -158,6 +163,9 @@ class FitLoop:
                 break
             if self.watch.stop_now() and epoch + 1 < o.epochs:  # the checkpoint is written
                 self._preempted(ckpt, epoch + 1, 0, save=False)
+        if self.calibration is not None and not self.calibration.done:  # a run too short
+            self.calibration.finish()
+            self._chosen(callbacks, ckpt)
         if o.epochs > 0 and isinstance(trainer.optimizer, keras.optimizers.Optimizer):
             trainer.optimizer.finalize_variable_values(model.trainable_weights)  # use_ema, as fit
         callbacks.on_train_end(epoch_logs)
@@ -171,7 +179,6 @@ class FitLoop:
         logs stay tensors (callbacks convert them, as under `fit`).
         """
         trainer = self.trainer
-        k = trainer.steps_per_execution
         iterator, steps = train.start_epoch(trainer, epoch, skip)
         first_count = int(trainer.train_counter.numpy())
         skipped = int(trainer.skipped.numpy())
@@ -179,17 +186,16 @@ class FitLoop:
         # mode="xla", k > 1: groups of k full batches in one XLA program (a partial last
         # batch cannot be stacked with full ones; unless the data are arrays that divide into
         # batches, the last batch counts as partial); the rest, step by step.
-        grouped = trainer.group_function is not None and train.length is not None \
-            and train.steps_per_epoch is None
-        group_until = skip
-        if grouped:
-            full = steps if train.last_full else steps - 1
-            group_until += max(0, full - skip) // k * k
+        groupable = train.length is not None and train.steps_per_epoch is None
+        full = None if steps is None else steps if train.last_full else steps - 1
         while steps is None or step < steps:
+            setting = self._setting()  # mode="auto": the setting this call runs (and times)
+            k = trainer.steps_per_execution
             callbacks.on_train_batch_begin(step)
             expected = k if steps is None else min(k, steps - step)  # never past the epoch's end
+            started = time.perf_counter()
             try:
-                if step < group_until:
+                if trainer.group_function is not None and groupable and full - step >= k:
                     done, logs = trainer.group_function(iterator)
                 else:
                     done, logs = trainer.train_function(iterator, trainer.steps_tensor(expected))
@@ -204,6 +210,8 @@ class FitLoop:
             train.advance(ran, expected)
             if ran == 0:
                 break
+            if setting is not None:
+                self._timed(setting, started, ran, callbacks, ckpt)
             previous, step, last = step, step + ran, logs
             if trainer.on_nan == "skip":  # a host read per call, in this mode only
                 skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count)
@@ -217,6 +225,38 @@ class FitLoop:
                 self._preempted(ckpt, epoch, step, save=True)  # else: at the epoch's end
         train.end_epoch(step)
         return last
+
+    # ---- mode="auto" / steps_per_execution="auto" (spec_impl.trainer.auto) ----
+
+    def _setting(self):
+        """While calibrating: switch the trainer to the setting of the next call and return it;
+        otherwise `None`."""
+        calibration = self.calibration
+        if calibration is None or calibration.done:
+            return None
+        self.trainer.configure(*calibration.current)
+        return calibration.current
+
+    def _timed(self, setting, started, ran, callbacks, ckpt):
+        """Record a calibration call's time (the loss read back first: the call has finished),
+        and once the choice is made, take it."""
+        float(self.trainer.last_loss.numpy())
+        self.calibration.record(setting, time.perf_counter() - started, ran)
+        if self.calibration.done:
+            self._chosen(callbacks, ckpt)
+
+    def _chosen(self, callbacks, ckpt):
+        """Run the rest in the chosen setting, and say so: `History.params["execution"]`, a
+        line of progress output, TensorBoard's text summary `execution`, and the checkpoint
+        folder's `execution.json` (a resumed run keeps the choice)."""
+        calibration, trainer = self.calibration, self.trainer
+        trainer.configure(*calibration.choice)
+        callbacks.params["execution"] = calibration.report()
+        if self.options.verbose:
+            print("\n" + calibration.summary(), flush=True)
+        trainer.write_text("execution", calibration.markdown())
+        if ckpt is not None and calibration.source == "calibration":
+            calibration.save(ckpt.manager.directory)
 
     def _non_finite(self, epoch, failed, ckpt):
         trainer = self.trainer
