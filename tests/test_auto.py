@@ -38,41 +38,50 @@ ATOL = 1e-5
 BATCH = 8
 
 
-def simulate(calibration, cost):
+def simulate(calibration, cost, first_call=None):
     """Drive `calibration` to its choice with `cost[(mode, k)]` seconds per step, one full call
-    at a time; returns the settings in the order they ran."""
+    at a time (a setting's first call `first_call[(mode, k)]` seconds where given); returns the
+    settings in the order they ran."""
     ran = []
+    first_call = first_call or {}
     while not calibration.done:
         setting = calibration.current
+        seconds = cost[setting] * setting[1]
+        if setting not in ran:
+            seconds = first_call.get(setting, seconds)
         ran.append(setting)
-        calibration.record(setting, cost[setting] * setting[1], setting[1])
+        calibration.record(setting, seconds, setting[1])
     return ran
 
 
 # ---- the rule, on given costs ----
 
 def test_the_candidates_run_cheapest_first_and_the_fastest_is_kept():
-    cost = {("function", 1): 3.0, ("function", 8): 2.0, ("xla", 8): 1.0,
+    cost = {("function", 1): 3.0, ("xla", 1): 9.0, ("function", 8): 2.0, ("xla", 8): 1.0,
             ("function", 32): 2.0, ("xla", 32): 1.5}
     calibration = Calibration(("function", "xla"), K_CANDIDATES)
     ran = simulate(calibration, cost)
-    # k = 1: function only (1 untimed + 8 timed calls); k = 8: each mode 1 + 1 calls; k = 32
-    # (k = 8 gained 3x): each 1 + 1; k = 32 gains nothing on k = 8, so the search stops.
-    assert ran == [("function", 1)] * 9 + [("function", 8)] * 2 + [("xla", 8)] * 2 \
-        + [("function", 32)] * 2 + [("xla", 32)] * 2
+    # k = 1: each mode 1 untimed + 8 timed calls (XLA 3x slower there, but not judged at k = 1);
+    # k = 8: 1 + 1 calls each; k = 32 (k = 8 gained 3x): 1 + 1 each; k = 32 gains nothing on
+    # k = 8, so the search stops.
+    assert ran == [("function", 1)] * 9 + [("xla", 1)] * 9 + [("function", 8)] * 2 \
+        + [("xla", 8)] * 2 + [("function", 32)] * 2 + [("xla", 32)] * 2
     assert calibration.choice == ("xla", 8)
-    assert calibration.steps == 9 + 4 * 8 + 4 * 32
+    assert calibration.steps == 18 + 4 * 8 + 4 * 32
     report = calibration.report()
-    assert report["ms_per_step"] == {"function_k1": 3000.0, "function_k8": 2000.0,
-                                     "xla_k8": 1000.0, "function_k32": 2000.0, "xla_k32": 1500.0}
+    assert report["ms_per_step"] == {"function_k1": 3000.0, "xla_k1": 9000.0,
+                                     "function_k8": 2000.0, "xla_k8": 1000.0,
+                                     "function_k32": 2000.0, "xla_k32": 1500.0}
     assert (report["mode"], report["steps_per_execution"], report["source"]) == \
         ("xla", 8, "calibration")
+    assert report["not_tried"] == {}
 
 
 def test_xla_is_dropped_where_it_is_much_slower_and_k_stops_growing_without_gain():
     # XLA at k = 8 is XLA_GIVE_UP x function and a bit: not tried at k = 32; k = 8 gains
     # nothing on k = 1: k = 32 is not tried at all.
-    cost = {("function", 1): 1.0, ("function", 8): 1.0, ("xla", 8): 1.0 * XLA_GIVE_UP * 1.01}
+    cost = {("function", 1): 1.0, ("xla", 1): 1.0, ("function", 8): 1.0,
+            ("xla", 8): 1.0 * XLA_GIVE_UP * 1.01}
     calibration = Calibration(("function", "xla"), K_CANDIDATES)
     ran = simulate(calibration, cost)
     assert set(ran) == set(cost)
@@ -80,7 +89,27 @@ def test_xla_is_dropped_where_it_is_much_slower_and_k_stops_growing_without_gain
     assert "xla" not in calibration._live
 
 
-def test_xla_at_one_step_per_call_is_tried_only_where_k_is_fixed_at_one():
+def test_an_xla_group_too_costly_to_compile_for_the_run_left_is_not_tried():
+    cost = {("function", 1): 1.0, ("xla", 1): 0.9, ("function", 8): 0.8, ("xla", 8): 0.5,
+            ("function", 32): 0.7, ("xla", 32): 0.4}
+    first_call = {("xla", 1): 20.0, ("xla", 8): 160.0}  # 20 s a step to compile
+    # 982 steps left at 0.9 s (the fastest so far): 88 s may go to compilation. XLA at k = 8,
+    # predicted 8 x 20 s, would cost 160 - 8 x 0.9 = 153 s: not tried; nor at k = 32.
+    short = Calibration(("function", "xla"), K_CANDIDATES, total_steps=1000)
+    ran = simulate(short, cost, first_call)
+    assert ("xla", 8) not in ran and ("xla", 32) not in ran
+    assert short.choice == ("function", 32)
+    assert short.not_tried == {("xla", 8): 160.0, ("xla", 32): 640.0}
+    assert short.report()["not_tried"]["xla_k8"] == (
+        "its first call, about 160 s, would cost more than 10% of the run left")
+    # 100,000 steps left: worth it; and with a run of unknown length, everything is tried
+    for total in (100_000, None):
+        long = Calibration(("function", "xla"), K_CANDIDATES, total_steps=total)
+        simulate(long, cost, first_call)
+        assert long.choice == ("xla", 32) and long.not_tried == {}
+
+
+def test_xla_at_one_step_per_call_is_judged_where_k_is_fixed_at_one():
     calibration = Calibration(("function", "xla"), (1,))
     ran = simulate(calibration, {("function", 1): 2.0, ("xla", 1): 1.0})
     assert ran == [("function", 1)] * 9 + [("xla", 1)] * 9
@@ -180,7 +209,7 @@ def test_a_switching_calibration_trains_as_function_mode(monkeypatch, tmp_path):
     """The calibration's clock is replaced by costs that make `xla_k8` the fastest, so the run
     really switches between five settings (the XLA group among them) and ends in XLA: one
     TensorBoard point per step and the weights of function mode throughout."""
-    cost = {("function", 1): 3.0, ("function", 8): 2.0, ("xla", 8): 1.0,
+    cost = {("function", 1): 3.0, ("xla", 1): 5.0, ("function", 8): 2.0, ("xla", 8): 1.0,
             ("function", 32): 2.0, ("xla", 32): 1.5}
     record = Calibration.record
     monkeypatch.setattr(Calibration, "record",
@@ -192,8 +221,9 @@ def test_a_switching_calibration_trains_as_function_mode(monkeypatch, tmp_path):
     reference, ref_history = run(1024, "function", 1, 3)
     execution = history.params["execution"]
     assert (execution["mode"], execution["steps_per_execution"]) == ("xla", 8)
-    # 128 steps an epoch: function_k1 steps 1-9, function_k8 10-25, xla_k8 26-41, function_k32
-    # 42-105, xla_k32's call at 106 runs the 23 steps left (not timed), epoch 2 times it whole
+    # 128 steps an epoch: function_k1 steps 1-9, xla_k1 10-18, function_k8 19-34, xla_k8 35-50,
+    # function_k32 51-114, xla_k32's call at 115 runs the 14 steps left (not timed), epoch 2
+    # times it whole
     assert execution["calibration_steps"] == 128 + 64
     for name, values in ref_history.history.items():
         assert_allclose(history.history[name], values, atol=ATOL, err_msg=name)
@@ -203,7 +233,8 @@ def test_a_switching_calibration_trains_as_function_mode(monkeypatch, tmp_path):
     assert [s for s, _ in points] == list(range(1, 3 * 128 + 1))
     # batch callbacks once per call: k = 1, then 8 and 32 while calibrating, then 8
     ends = [c[1] for c in recorder.calls if c[0] == "end"]
-    assert ends[:9] == list(range(9)) and ends[9:11] == [16, 24]
+    assert ends[:18] == list(range(18)) and ends[18:22] == [25, 33, 41, 49]
+    assert ends[22:24] == [81, 113] and ends[-2:] == [119, 127]
 
 
 def test_auto_with_logs_checkpoints_and_a_resume(tmp_path, capsys):

@@ -11,10 +11,19 @@ of the run takes the fastest. Every calibration step is a real training step of 
 once: the weights are those of a run in the chosen setting to float round-off.
 
 Candidates, cheapest first: steps per call 1, 8, 32 (those of `spec-impl bench`) in `"function"`
-and `"xla"` mode; XLA is dropped once it is `XLA_GIVE_UP` times slower than the function loop at
-the same steps per call (convolutions on a CPU), and larger steps per call are tried only while
-the last gained at least `1 - MORE_STEPS_GAIN`. Precision is never changed: mixed precision is
-the user's choice (`spec-impl bench` measures what it would give).
+and `"xla"` mode. Three rules keep the calibration cheap where a candidate cannot pay off:
+- XLA is dropped once it is `XLA_GIVE_UP` times slower than the function loop at the same k > 1
+  (convolutions on a CPU). At k = 1 it is timed but not judged: it pays a launch per step that
+  the XLA group at k > 1 does not (a dense model on a CPU: 3x slower than the function loop at
+  k = 1, the fastest of all at k = 32).
+- A larger k is tried only while the last one gained at least `1 - MORE_STEPS_GAIN`.
+- The XLA group compiles k unrolled steps, so its first call grows with k (MiniInception on a
+  2-core CPU: about 15 s per step). Its first call is predicted from XLA's at the smaller k,
+  scaled by k, and a candidate whose predicted compilation would cost more than
+  `MAX_OVERHEAD` of the rest of the run (at the best speed so far) is not tried, and reported
+  as such. With a run of unknown length, every candidate is tried.
+Precision is never changed: mixed precision is the user's choice (`spec-impl bench` measures
+what it would give).
 """
 
 import json
@@ -27,6 +36,7 @@ K_CANDIDATES = (1, 8, 32)
 TIMED_STEPS = 8  # per candidate: one call at k >= 8, eight calls at k = 1 (their median)
 XLA_GIVE_UP = 1.25
 MORE_STEPS_GAIN = 0.95
+MAX_OVERHEAD = 0.10  # of the rest of the run that a candidate's compilation may cost
 AUTO_MODES = ("function", "xla")
 CHOICE_FILE = "execution.json"  # in the checkpoint folder: a resumed run keeps the choice
 
@@ -45,13 +55,17 @@ class Calibration:
         ks: the steps per call to try (`K_CANDIDATES` for `"auto"`, else the one given).
         steps_per_epoch: the epoch's length when known: larger steps per call are not tried
             (a call never spans two epochs, so it could not be timed whole).
+        total_steps: the steps the run has left when it starts, or `None` when unknown (then
+            every candidate is tried, whatever it costs to compile).
     """
 
-    def __init__(self, modes, ks, steps_per_epoch=None):
+    def __init__(self, modes, ks, steps_per_epoch=None, total_steps=None):
         ks = [k for k in ks if steps_per_epoch is None or k <= steps_per_epoch] or [min(ks)]
         self.modes, self.ks = list(modes), ks
+        self.total_steps = total_steps
         self.seconds = {}  # (mode, k) -> seconds per step of each timed call
         self.first_call = {}  # (mode, k) -> seconds of the untimed first call
+        self.not_tried = {}  # (mode, k) -> predicted seconds of its first call, too many
         self.steps = 0  # training steps run while calibrating
         self.choice = None
         self.source = "calibration"
@@ -89,31 +103,52 @@ class Calibration:
         return statistics.median(self.seconds[setting])
 
     def _row_settings(self):
-        """The settings of the current steps per call. XLA at one step per call is tried only
-        where the steps per call are fixed at 1: it pays a launch per step, which the XLA
-        group at k > 1 does not (a dense model on a CPU: 3x slower than the function loop at
-        k = 1, yet the fastest at k = 32)."""
+        """The settings of the current k worth trying (see the module's rules)."""
         k = self.ks[self._row]
-        live = self._live
-        if k == 1 and len(self.ks) > 1 and "function" in live:
-            live = ["function"]
-        return [(m, k) for m in live]
+        settings = []
+        for mode in self._live:
+            predicted = self._predicted_first_call(mode, k)
+            if predicted is not None and not self._affordable(predicted, k):
+                self.not_tried[(mode, k)] = predicted
+            else:
+                settings.append((mode, k))
+        return settings
+
+    def _predicted_first_call(self, mode, k):
+        """XLA's first call at `k`: its first call at the largest smaller k timed, times the
+        ratio of the ks (the group unrolls k steps); `None` when nothing predicts it (the
+        function loop's traces are shared by every k)."""
+        if mode != "xla" or k == 1:
+            return None
+        timed = [j for (m, j) in self.first_call if m == "xla" and j < k]
+        return self.first_call[("xla", max(timed))] * k / max(timed) if timed else None
+
+    def _affordable(self, predicted, k):
+        if self.total_steps is None or not self.seconds:
+            return True
+        fastest = min(self.per_step(s) for s in self.seconds)
+        left = max(0, self.total_steps - self.steps)
+        return predicted - k * fastest <= MAX_OVERHEAD * left * fastest
+
+    def _times(self):
+        return {s: self.per_step(s) for s in self.seconds}
 
     def _best(self, k):
-        return min((self.per_step((m, k)), (m, k)) for m in self._live if (m, k) in self.seconds)
+        return min(t for (_, j), t in self._times().items() if j == k)
 
     def _next_row(self):
         k = self.ks[self._row]
-        if ("xla", k) in self.seconds and ("function", k) in self.seconds \
+        if k > 1 and ("xla", k) in self.seconds and ("function", k) in self.seconds \
                 and self.per_step(("xla", k)) > XLA_GIVE_UP * self.per_step(("function", k)):
             self._live.remove("xla")
-        best, _ = self._best(k)
-        previous = self._best(self.ks[self._row - 1])[0] if self._row else None
+        best = self._best(k)
+        previous = min((t for (_, j), t in self._times().items() if j < k), default=None)
         self._row += 1
         if self._row < len(self.ks) and (previous is None or best <= MORE_STEPS_GAIN * previous):
             self._pending = self._row_settings()
-        else:
-            self.finish()
+            if self._pending:
+                return
+        self.finish()  # no gain, no larger k, or nothing at it worth compiling
 
     def finish(self):
         """Decide on what has been timed: the fastest per step, the first tried among equals
@@ -130,7 +165,10 @@ class Calibration:
                 "source": self.source, "calibration_steps": self.steps,
                 "ms_per_step": {label(*s): round(1e3 * self.per_step(s), 4)
                                 for s in self.seconds},
-                "first_call_s": {label(*s): round(t, 3) for s, t in self.first_call.items()}}
+                "first_call_s": {label(*s): round(t, 3) for s, t in self.first_call.items()},
+                "not_tried": {label(*s): f"its first call, about {t:.0f} s, would cost more "
+                                         f"than {MAX_OVERHEAD:.0%} of the run left"
+                              for s, t in self.not_tried.items()}}
 
     def summary(self):
         """One line for the progress output."""

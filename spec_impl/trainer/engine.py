@@ -220,13 +220,14 @@ class Trainer:
                 f"steps_per_execution={steps_per_execution!r}")
         return modes, ks
 
-    def calibration(self, steps_per_epoch=None):
+    def calibration(self, steps_per_epoch=None, total_steps=None):
         """A `spec_impl.trainer.auto.Calibration` for a run of epochs of `steps_per_epoch`
-        steps, or `None` when there is nothing to choose (one mode, one steps per call)."""
+        steps, `total_steps` in all (`None`: unknown), or `None` when there is nothing to
+        choose (one mode, one steps per call)."""
         modes, ks = self.candidates
         if len(modes) * len(ks) == 1:
             return None
-        return Calibration(modes, ks, steps_per_epoch)
+        return Calibration(modes, ks, steps_per_epoch, total_steps)
 
     def configure(self, mode, steps_per_execution):
         """Run the next calls in `mode` with `steps_per_execution` steps per call (what

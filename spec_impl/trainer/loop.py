@@ -126,7 +126,8 @@ class FitLoop:
         model.stop_training = False
         restored = None if ckpt is None else ckpt.restore_latest()
         start_epoch, start_step = (o.initial_epoch, 0) if restored is None else restored
-        self.calibration = trainer.calibration(train.steps)
+        left = None if train.steps is None else max(0, (o.epochs - start_epoch) * train.steps - start_step)
+        self.calibration = trainer.calibration(train.steps, left)
         callbacks.on_train_begin()
         if self.calibration is not None and ckpt is not None \
                 and self.calibration.restore(ckpt.directory):
