@@ -18,8 +18,9 @@ def test_train_step(benchmark, name, settings, peak):
     rows, ratios, best = benchmark.pedantic(
         lambda: measure_workload(WorkloadSpec(name), settings, peak, quiet), rounds=1,
         iterations=1)
-    assert [r["mode"] for r in rows] == runner_names(name)
-    assert [r["name"] for r in ratios] == [f"{a} / {b}" for a, b in comparisons(name)]
+    assert [r["mode"] for r in rows] == runner_names(name, settings.level)
+    assert [r["name"] for r in ratios] == [f"{a} / {b}"
+                                           for a, b in comparisons(name, settings.level)]
     assert all(r["ms_per_step"] > 0 for r in rows)
     # the recommendation: the fastest of the train rows, against fit_k1
     train_rows = {r["mode"]: r["ms_per_step"] for r in rows if "loop_k" in r["mode"]}

@@ -109,6 +109,18 @@ def test_an_xla_group_too_costly_to_compile_for_the_run_left_is_not_tried():
         assert long.choice == ("xla", 32) and long.not_tried == {}
 
 
+def test_a_short_run_compiles_no_xla_when_tracing_alone_costs_more_than_it_could_save():
+    cost = {("function", 1): 1.0, ("xla", 1): 0.5, ("function", 8): 0.9, ("xla", 8): 0.4}
+    first_call = {("function", 1): 30.0}  # tracing a large step
+    # 100 steps at 1 s: 9 s may go to compilation; XLA's first call traces the step too (30 s
+    # or more), and 8 unrolled steps 8 times that
+    calibration = Calibration(("function", "xla"), (1, 8), total_steps=100)
+    ran = simulate(calibration, cost, first_call)
+    assert set(ran) == {("function", 1), ("function", 8)}
+    assert calibration.not_tried == {("xla", 1): 30.0, ("xla", 8): 240.0}
+    assert calibration.choice == ("function", 8)
+
+
 def test_xla_at_one_step_per_call_is_judged_where_k_is_fixed_at_one():
     calibration = Calibration(("function", "xla"), (1,))
     ran = simulate(calibration, {("function", 1): 2.0, ("xla", 1): 1.0})

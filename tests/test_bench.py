@@ -26,7 +26,7 @@ from spec_impl.bench.plot import plot, speedups
 from spec_impl.bench.report import format_recommendation, format_tables
 from spec_impl.bench.settings import BF16_FLAGS, comparisons, runner_names
 from spec_impl.bench.stats import compare, format_ratio, ratio_interval, verdict
-from spec_impl.bench.suite import recommend
+from spec_impl.bench.suite import auto_choice, recommend
 
 MLP_MATMUL_FLOPS = 2 * 32 * (784 * 512 + 512 * 10) * 2 + 2 * 32 * 512 * 10  # fwd + dW + one dX
 
@@ -103,6 +103,11 @@ def test_settings_levels_and_the_fair_comparisons():
     # a workload whose step takes about a second stops at k = 8
     assert "loop_k32" not in runner_names("mini_inception")
     assert ("xla_loop_k8", "fit_xla_k8") in comparisons("mini_inception")
+    # --quick stops every workload at k = 8; smoke runs k = 2 (a cheap XLA group), no k = 8
+    assert runner_names("residual_regressor", "quick") == [
+        "eager", "function", "xla", "loop_k1", "fit_k1", "loop_k8", "fit_k8", "xla_loop_k8",
+        "fit_xla_k8"]
+    assert runner_names("mini_inception", "smoke")[-3:] == ["fit_k2", "xla_loop_k2", "fit_xla_k2"]
 
 
 def test_rounds_stop_when_the_budget_is_spent_never_under_the_minimum():
@@ -116,7 +121,7 @@ def test_rounds_stop_when_the_budget_is_spent_never_under_the_minimum():
 
 
 def test_the_recommendation_is_the_fastest_train_setting_against_fit_k1():
-    rounds = {"function": [1.0] * 5, "fit_k1": [4.0, 4.1, 3.9, 4.0, 4.2],
+    rounds = {"function": [1.0] * 5, "fit_k1": [4.0, 4.1, 3.9, 4.0, 4.2], "loop_k1": [3.0] * 5,
               "loop_k8": [2.0, 2.1, 1.9, 2.0, 2.0], "xla_loop_k8": [1.0, 1.1, 0.9, 1.0, 1.0],
               "fit_xla_k8": [0.5] * 5}  # fit's own XLA: not a train setting
     best = recommend("w", rounds)
@@ -125,7 +130,14 @@ def test_the_recommendation_is_the_fastest_train_setting_against_fit_k1():
     assert best["vs_fit_k1"]["name"] == "xla_loop_k8 / fit_k1"
     assert best["vs_fit_k1"]["value"] == pytest.approx(1.0 / 4.0)
     assert best["vs_fit_k1"]["verdict"] == "faster" and best["ms_per_step"] == pytest.approx(1e3)
+    first_calls = {"loop_k1": 1.0, "xla": 2.0, "xla_loop_k8": 3.0}
+    rounds["xla"] = [3.0] * 5  # one XLA step per call: slow (a launch per step)
+    best["auto"] = auto_choice(rounds, first_calls)
+    # auto's rule on these times: function and XLA at k = 1, both at k = 8 (XLA at k = 1 is
+    # not judged), no k = 32 measured: the XLA group, the fastest
+    assert best["auto"] == {"runner": "xla_loop_k8", "vs_fastest": 1.0}
     lines = format_recommendation(best)
+    assert lines[2].endswith("xla_loop_k8, 1.00x the fastest's time")
     assert lines[0] == "w: train(model, ..., mode='xla', steps_per_execution=8)"
     assert "xla_loop_k8 / fit_k1 0.25 [" in lines[1] and "(4.00x fit's speed)" in lines[1]
 
@@ -230,13 +242,17 @@ def test_bench_times_a_model_from_a_temporary_module(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert {r["workload"] for r in results["train_steps"]} == {"my_models:make"}
-    assert [r["mode"] for r in results["train_steps"]] == runner_names("my_models:make")
+    assert [r["mode"] for r in results["train_steps"]] == runner_names("my_models:make", "smoke")
     assert all(r["batch_size"] == 16 for r in results["train_steps"])
     assert [r["name"] for r in results["ratios"]] == [
-        f"{a} / {b}" for a, b in comparisons("my_models:make")]
+        f"{a} / {b}" for a, b in comparisons("my_models:make", "smoke")]
     assert {r["verdict"] for r in results["ratios"]} <= {"faster", "slower", "no difference"}
     assert "eval_loop" not in results  # only the chosen model is timed
-    assert "xla_loop_k32 / fit_xla_k32" in proc.stdout
+    assert "xla_loop_k2 / fit_xla_k2" in proc.stdout
+    # the recommendation: the fastest train setting, against fit_k1, with the call
+    (best,) = results["recommendations"]
+    assert best["workload"] == "my_models:make" and best["call"] in proc.stdout
+    assert f"{best['runner']} / fit_k1" in proc.stdout
 
 
 def test_a_user_model_needs_a_loss_and_an_input_shape(tmp_path):

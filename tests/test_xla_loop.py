@@ -14,7 +14,7 @@ import tensorflow as tf
 from spec_impl import train
 from spec_impl.callbacks import CallRecorder as Recorder
 from spec_impl.testing import assert_allclose, digits_arrays, digits_mlp, read_scalars
-from spec_impl.trainer.engine import Trainer
+from spec_impl.trainer.engine import XLA_UNROLL, Trainer
 
 BATCH, EPOCHS = 32, 2
 # float32 sums in the order XLA fuses them: a few ulp after 22 Adam steps.
@@ -37,8 +37,10 @@ def run(n, mode, k, tmp_path=None, **kwargs):
 # one by one (the partial batch among them). k = 5: 2 groups, then the partial batch.
 # 320 samples, k = 5: 10 full batches, 2 groups and nothing step by step.
 # 100 samples, k = 8: 4 batches, no full group: every step one by one.
-@pytest.mark.parametrize("n, k", [(330, 4), (330, 5), (320, 5), (100, 8)],
-                         ids=["n330-k4", "n330-k5", "n320-k5", "n100-k8"])
+# 700 samples, k = 20: 22 batches, the last of 28; one group of 20 (XLA programs of 8, 8 and 4
+# steps, XLA_UNROLL), then 2 steps one by one.
+@pytest.mark.parametrize("n, k", [(330, 4), (330, 5), (320, 5), (100, 8), (700, 20)],
+                         ids=["n330-k4", "n330-k5", "n320-k5", "n100-k8", "n700-k20"])
 def test_xla_groups_equal_function_mode(n, k, tmp_path):
     reference, ref_history, ref_calls = run(n, "function", k, tmp_path)
     model, history, calls = run(n, "xla", k, tmp_path)
@@ -73,6 +75,21 @@ def test_the_group_is_one_xla_program_traced_once():
     assert hlo.count(" dot(") == 4 * one_step.count(" dot(") > 0
     # 2 groups per epoch, then 3 steps through the single-step function
     assert int(trainer.optimizer.iterations) == EPOCHS * 11
+
+
+def test_a_large_k_runs_programs_of_at_most_xla_unroll_steps():
+    x, y, *_ = digits_arrays(640)  # 20 full batches
+    trainer = Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", optimizer="adam",
+                      mode="xla", steps_per_execution=20)
+    trainer.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    assert XLA_UNROLL == 8
+    # one group of 20: programs of 8 steps (run twice) and 4, each traced once
+    assert trainer.train_group.experimental_get_tracing_count() == 2
+    assert int(trainer.optimizer.iterations) == int(trainer.train_counter) == 20
+    # another k of the same trainer shares the programs: k = 16 compiles nothing new
+    trainer.configure("xla", 16)
+    trainer.fit(x[:512], y[:512], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    assert trainer.train_group.experimental_get_tracing_count() == 2
 
 
 def test_a_nan_inside_a_group_names_its_step():

@@ -30,14 +30,13 @@ from spec_impl.bench.settings import (
     REPLICAS,
     STEPS_PER_EXECUTION,
     WORKLOADS,
-    XLA_LOOP_K,
     BenchSettings,
 )
 from spec_impl.bench.workloads import Workload, WorkloadSpec, build_workload, parse_model
 
 __all__ = [
     "DISTRIBUTED_BATCH", "DISTRIBUTED_WORKLOADS", "EVAL_BATCH", "EVAL_SAMPLES", "GPU_MIXED_BATCH",
-    "REPLICAS", "STEPS_PER_EXECUTION", "WORKLOADS", "XLA_LOOP_K", "BenchSettings", "Workload",
+    "REPLICAS", "STEPS_PER_EXECUTION", "WORKLOADS", "BenchSettings", "Workload",
     "WorkloadSpec", "build_workload", "distributed_trainer", "eval_data", "fit_runner",
     "has_bf16_instructions", "interleaved", "loop_runner", "machine_info", "make_trainer", "median_seconds",
     "parse_model", "peak_gflops", "peaks", "rates", "same_batch_runner", "step_flops", "timed",

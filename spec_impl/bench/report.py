@@ -32,6 +32,10 @@ def format_recommendation(best):
     lines = [f"{best['workload']}: {best['call']}",
              f"    {best['ms_per_step']:.3f} ms/step; {best['runner']} / fit_k1 "
              f"{format_ratio(ratio)} ({1 / ratio['value']:.2f}x fit's speed)"]
+    if best.get("auto", {}).get("runner"):
+        a = best["auto"]
+        lines.append(f"    mode='auto', steps_per_execution='auto' in a long run, by its rule on "
+                     f"these times: {a['runner']}, {a['vs_fastest']:.2f}x the fastest's time")
     if "precision" in best:
         p = best["precision"]
         lines.append(f"    and under keras.mixed_precision.set_global_policy({p['policy']!r}): "

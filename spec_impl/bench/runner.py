@@ -38,7 +38,7 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS):
+def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS, first_calls=None):
     """`{name: [seconds of round 1, ...]}`: each runner of `runners` (`{name: callable}`) called
     `warmup` times untimed, then once per round, the runners in turn within each round.
 
@@ -46,10 +46,14 @@ def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS):
         rounds: the most rounds.
         budget: seconds of timed rounds: no round starts once they are spent and `min_rounds`
             have run (`None`: `rounds` rounds).
+        first_calls: a dict that receives each runner's first warm-up call in seconds
+            (tracing, XLA compilation and one round's steps).
     """
-    for _ in range(warmup):
-        for run in runners.values():
-            run()
+    for i in range(warmup):
+        for name, run in runners.items():
+            seconds = timed(run)
+            if i == 0 and first_calls is not None:
+                first_calls[name] = seconds
     times = {name: [] for name in runners}
     start = time.perf_counter()
     for i in range(rounds):
@@ -95,14 +99,17 @@ def same_batch_runner(trainer, workload, steps):
     return run
 
 
-def loop_runner(trainer, dataset):
+def loop_runner(trainer, dataset, k=None):
     """A callable running the custom loop over `dataset` as `train` does: one call of
-    `train_function` per `steps_per_execution` batches (in `xla` mode with k > 1, one XLA
-    program per group of k), completion forced once at the end."""
-    steps, k = dataset_steps(dataset), trainer.steps_per_execution
-    grouped = trainer.group_function is not None
+    `train_function` per `k` batches (in `xla` mode with k > 1, the XLA group), completion
+    forced once at the end. With `k`, the trainer is switched to it (`Trainer.configure`)
+    before each run, so that the loops of one mode share one trainer and its traces."""
+    steps = dataset_steps(dataset)
+    mode, k = trainer.mode, k or trainer.steps_per_execution
 
     def run():
+        trainer.configure(mode, k)
+        grouped = trainer.group_function is not None
         iterator = trainer.iterator(dataset)  # distributed under a strategy
         first = 0
         if grouped:  # every batch here is full: all whole groups of k, then the rest

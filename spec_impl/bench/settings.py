@@ -21,10 +21,11 @@ USER_BATCH = 32  # `--model` without `--batch-size`
 PLAN = {"residual_regressor": (128, 9), "mnist_mlp": (64, 9), "sequential_cnn": (8, 5),
         "mini_inception": (3, 3), "ticket_classifier": (32, 7)}
 USER_PLAN = (16, 7)
-STEPS_PER_EXECUTION = (1, 8, 32)  # loop and fit, each at these k
-XLA_LOOP_K = (8, 32)  # mode="xla": the k-step loop as one XLA program
-# A workload whose step takes about a second stops at k = 8: a round of 32 steps would take
-# minutes per runner.
+# Steps per call of the loop and fit at each level, and of the XLA group (mode="xla") at every
+# k > 1. A workload whose step takes about a second stops at k = 8 (a round of 32 steps would
+# take minutes per runner); --quick stops every workload there; smoke runs k = 2, whose XLA
+# group compiles in seconds, where it only checks that everything runs.
+STEPS_PER_EXECUTION = {"full": (1, 8, 32), "quick": (1, 8), "smoke": (1, 2)}
 SLOW_WORKLOADS = {"mini_inception": (1, 8)}
 PEAK_MATMUL_N = 2048
 EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
@@ -47,37 +48,36 @@ CONFIDENCE = 0.95  # of the interval of every ratio
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def step_counts(name):
-    """The steps per call a workload is timed at (the slow ones stop at 8)."""
-    return SLOW_WORKLOADS.get(name, STEPS_PER_EXECUTION)
+def step_counts(name, level="full"):
+    """The steps per call a workload is timed at (at `level`)."""
+    if level == "full":
+        return SLOW_WORKLOADS.get(name, STEPS_PER_EXECUTION["full"])
+    return STEPS_PER_EXECUTION[level]
 
 
-def runner_names(name):
-    """Every runner of a workload's table, in table order."""
-    ks = step_counts(name)
+def runner_names(name, level="full"):
+    """Every runner of a workload's table at `level`, in table order."""
+    ks = step_counts(name, level)
     names = [*MODES]
     for k in ks:
         names += [f"loop_k{k}", f"fit_k{k}"]
-        if k in XLA_LOOP_K:
+        if k > 1:
             names.append(f"xla_loop_k{k}")
     names.append(f"fit_xla_k{ks[-1]}")  # fit(jit_compile=True) at the largest k: the fair rival
     return names
 
 
-def comparisons(name):
+def comparisons(name, level="full"):
     """`(numerator, denominator)` runner pairs whose time ratio gets an interval and a verdict
     (a ratio below 1: the numerator is faster)."""
-    ks = step_counts(name)
+    ks = step_counts(name, level)
     pairs = [("function", "eager"), ("xla", "function")]
     pairs += [(f"loop_k{k}", f"fit_k{k}") for k in ks]
     pairs += [(f"loop_k{ks[-1]}", "loop_k1")]
-    for k in ks:
-        if k in XLA_LOOP_K:
-            pairs += [(f"xla_loop_k{k}", f"loop_k{k}"), (f"xla_loop_k{k}", f"fit_k{k}")]
+    for k in ks[1:]:
+        pairs += [(f"xla_loop_k{k}", f"loop_k{k}"), (f"xla_loop_k{k}", f"fit_k{k}")]
     top = ks[-1]
-    if top in XLA_LOOP_K:
-        pairs.append((f"xla_loop_k{top}", f"fit_xla_k{top}"))
-    pairs.append((f"fit_xla_k{top}", f"fit_k{top}"))
+    pairs += [(f"xla_loop_k{top}", f"fit_xla_k{top}"), (f"fit_xla_k{top}", f"fit_k{top}")]
     return pairs
 
 

@@ -45,6 +45,7 @@ from spec_impl.bench.settings import (
     step_counts,
 )
 from spec_impl.bench.workloads import WorkloadSpec, build_workload
+from spec_impl.trainer.auto import AUTO_MODES, Calibration
 from spec_impl.trainer.precision import global_policy
 
 
@@ -59,14 +60,16 @@ def _runners(spec, settings, log):
     name = workload.name
     runners, steps, first = {}, {}, {}
     flops = None
-    for mode in MODES:
-        trainer = make_trainer(workload, mode)
+    # One trainer per mode: its step and every loop of that mode. All are made (each compiles
+    # the model, and Keras's compile replaces the loss tracker) before any traces.
+    trainers = {mode: make_trainer(workload, mode) for mode in MODES}
+    for mode, trainer in trainers.items():
         first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))[0]))
         if flops is None:
             flops = step_flops(trainer, workload)
         steps[mode] = settings.steps(name)
         runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer, mode)
-    for runner in runner_names(name)[len(MODES):]:
+    for runner in runner_names(name, settings.level)[len(MODES):]:
         kind, _, k = runner.rpartition("_k")
         k = int(k)
         steps[runner] = settings.steps(name, k)
@@ -75,8 +78,8 @@ def _runners(spec, settings, log):
             own = spec.build()  # fit compiles the model: each fit runner gets its own
             runners[runner] = fit_runner(own, own.dataset(steps[runner]), k, kind == "fit_xla")
         else:
-            trainer = make_trainer(workload, "xla" if kind == "xla_loop" else "function", k)
-            runners[runner] = loop_runner(trainer, dataset)
+            trainer = trainers["xla" if kind == "xla_loop" else "function"]
+            runners[runner] = loop_runner(trainer, dataset, k)
     log(f"  {len(runners)} runners, {settings.rounds(name)} rounds")
     return runners, steps, first, workload, flops
 
@@ -116,15 +119,20 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
     the loop and `fit` at each steps per call, the XLA loop and `fit(jit_compile=True)`."""
     runners, steps, first, workload, flops = _runners(spec, settings, log)
     name = workload.name
-    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
+    warm = {}
+    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget,
+                        first_calls=warm)
     peak = peak_by_dtype.get(_compute_dtype(workload.model))
     rows = _rows(name, times, steps, workload.batch_size, flops, peak,
                  {"compute_dtype": _compute_dtype(workload.model)})
-    for row in rows:
-        row["first_call_s"] = first.get(row["mode"])
+    for row in rows:  # the step's first call in each mode; a loop's or fit's first round
+        row["first_call_s"] = first.get(row["mode"], warm.get(row["mode"]))
     step_times = per_step(times, steps)
-    ratios = [stats.compare(name, a, b, step_times) for a, b in comparisons(name)]
-    return rows, ratios, recommend(name, step_times)
+    ratios = [stats.compare(name, a, b, step_times)
+              for a, b in comparisons(name, settings.level)]
+    best = recommend(name, step_times)
+    best["auto"] = auto_choice(step_times, {**warm, **first})
+    return rows, ratios, best
 
 
 def _train_setting(runner):
@@ -132,6 +140,33 @@ def _train_setting(runner):
     kind, found, k = runner.rpartition("_k")
     mode = {"loop": "function", "xla_loop": "xla"}.get(kind)
     return (mode, int(k)) if found and mode else None
+
+
+def auto_choice(step_times, first_calls):
+    """What `mode="auto", steps_per_execution="auto"` settles on in a long run, by its rule
+    (`spec_impl.trainer.auto.Calibration`) on this run's times: the loop runners' median per
+    step (`loop_kN` as function at k, `xla_loop_kN` as XLA at k, the one-step `xla` row as XLA
+    at k = 1) and their first calls. Returns the runner it picks and its time over the fastest
+    `train` setting measured (1.0: auto picked the best)."""
+    runner_of = {("function", 1): "loop_k1", ("xla", 1): "xla"}
+    for runner in step_times:
+        if _train_setting(runner):
+            runner_of[_train_setting(runner)] = runner
+    cost = {s: statistics.median(step_times[r]) for s, r in runner_of.items() if r in step_times}
+    calibration = Calibration(AUTO_MODES, sorted({k for _, k in cost}))
+    while not calibration.done:
+        setting = calibration.current
+        if setting not in cost:  # not measured here
+            calibration.finish()
+            break
+        k = setting[1]
+        calibration.record(setting, first_calls.get(runner_of[setting], cost[setting] * k)
+                           if setting not in calibration.first_call else cost[setting] * k, k)
+    if calibration.choice not in cost:  # the table has no loop at one step per call
+        return {"runner": None, "vs_fastest": None}
+    fastest = min(t for s, t in cost.items() if s[1] > 1 or s == ("function", 1))
+    return {"runner": runner_of[calibration.choice],
+            "vs_fastest": cost[calibration.choice] / fastest}
 
 
 def recommend(name, step_times):
@@ -294,7 +329,8 @@ def run_suite(settings=None, device="cpu", models=None, log=print):
         log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
         results["recommendations"] = []
         for spec in specs:
-            log(f"timing {spec.name} at steps per call {step_counts(spec.name)} ...")
+            log(f"timing {spec.name} at steps per call "
+                f"{step_counts(spec.name, settings.level)} ...")
             rows, ratios, best = measure_workload(spec, settings, peak, log)
             results["train_steps"] += rows
             results["ratios"] += ratios

@@ -17,11 +17,13 @@ and `"xla"` mode. Three rules keep the calibration cheap where a candidate canno
   the XLA group at k > 1 does not (a dense model on a CPU: 3x slower than the function loop at
   k = 1, the fastest of all at k = 32).
 - A larger k is tried only while the last one gained at least `1 - MORE_STEPS_GAIN`.
-- The XLA group compiles k unrolled steps, so its first call grows with k (MiniInception on a
-  2-core CPU: about 15 s per step). Its first call is predicted from XLA's at the smaller k,
-  scaled by k, and a candidate whose predicted compilation would cost more than
-  `MAX_OVERHEAD` of the rest of the run (at the best speed so far) is not tried, and reported
-  as such. With a run of unknown length, every candidate is tried.
+- XLA compiles the step, and the XLA group k unrolled steps, so its first call is long and
+  grows with k (MiniInception on a 2-core CPU: about 15 s per step, against 550 ms a step
+  run). It is predicted before it runs (from XLA's first call at a smaller k times the ratio
+  of the ks, or, before XLA has run, from the function loop's first call, which only traces,
+  times k), and a candidate whose predicted first call would cost more than `MAX_OVERHEAD` of
+  the rest of the run (at the best speed so far) is not tried, and reported as such. With a
+  run of unknown length, every candidate is tried.
 Precision is never changed: mixed precision is the user's choice (`spec-impl bench` measures
 what it would give).
 """
@@ -95,33 +97,41 @@ class Calibration:
         times.append(seconds / steps)
         if len(times) * setting[1] >= TIMED_STEPS:
             self._pending.pop(0)
-            if not self._pending:
-                self._next_row()
+            self._skip_unaffordable()
+
+    def _skip_unaffordable(self):
+        """Leave out the next pending settings whose predicted first call costs too much (what
+        was just timed may predict it); at a row's end, go on to the next."""
+        while self._pending:
+            setting = self._pending[0]
+            predicted = self._predicted_first_call(*setting)
+            if predicted is None or self._affordable(predicted, setting[1]):
+                return
+            self.not_tried[self._pending.pop(0)] = predicted
+        self._next_row()
 
     def per_step(self, setting):
         """The median seconds per step of `setting`'s timed calls."""
         return statistics.median(self.seconds[setting])
 
     def _row_settings(self):
-        """The settings of the current k worth trying (see the module's rules)."""
-        k = self.ks[self._row]
-        settings = []
-        for mode in self._live:
-            predicted = self._predicted_first_call(mode, k)
-            if predicted is not None and not self._affordable(predicted, k):
-                self.not_tried[(mode, k)] = predicted
-            else:
-                settings.append((mode, k))
-        return settings
+        """The settings of the current k, in the modes still tried."""
+        return [(mode, self.ks[self._row]) for mode in self._live]
 
     def _predicted_first_call(self, mode, k):
-        """XLA's first call at `k`: its first call at the largest smaller k timed, times the
-        ratio of the ks (the group unrolls k steps); `None` when nothing predicts it (the
-        function loop's traces are shared by every k)."""
-        if mode != "xla" or k == 1:
+        """A lower bound of XLA's first call at `k`, or `None` (nothing to predict: the
+        function loop's traces are shared by every k). From XLA's first call at the largest
+        smaller k, times the ratio of the ks (the group unrolls k steps); before XLA has run,
+        from the function loop's first call at k = 1, times k (XLA traces the same step, then
+        compiles it)."""
+        if mode != "xla":
             return None
-        timed = [j for (m, j) in self.first_call if m == "xla" and j < k]
-        return self.first_call[("xla", max(timed))] * k / max(timed) if timed else None
+        smaller = [j for (m, j) in self.first_call if m == "xla" and j < k]
+        if smaller:
+            return self.first_call[("xla", max(smaller))] * k / max(smaller)
+        if ("function", 1) in self.first_call:
+            return self.first_call[("function", 1)] * k
+        return None
 
     def _affordable(self, predicted, k):
         if self.total_steps is None or not self.seconds:
@@ -138,6 +148,9 @@ class Calibration:
 
     def _next_row(self):
         k = self.ks[self._row]
+        if not any(j == k for _, j in self.seconds):  # nothing at this k was worth trying
+            self.finish()
+            return
         if k > 1 and ("xla", k) in self.seconds and ("function", k) in self.seconds \
                 and self.per_step(("xla", k)) > XLA_GIVE_UP * self.per_step(("function", k)):
             self._live.remove("xla")
@@ -146,9 +159,9 @@ class Calibration:
         self._row += 1
         if self._row < len(self.ks) and (previous is None or best <= MORE_STEPS_GAIN * previous):
             self._pending = self._row_settings()
-            if self._pending:
-                return
-        self.finish()  # no gain, no larger k, or nothing at it worth compiling
+            self._skip_unaffordable()
+        else:
+            self.finish()
 
     def finish(self):
         """Decide on what has been timed: the fastest per step, the first tried among equals

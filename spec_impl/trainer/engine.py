@@ -110,6 +110,10 @@ ON_NAN = ("stop", "skip")
 # `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
 # are survivable, a run of them means the model itself has diverged.
 MAX_SKIPPED = 10
+# The XLA group unrolls at most this many steps in one program: its compilation grows with the
+# steps unrolled (MiniInception on a 2-core CPU: about 15 s a step), its speed does not, so k =
+# 32 runs four 8-step programs per call.
+XLA_UNROLL = 8
 
 
 class Trainer:
@@ -252,9 +256,9 @@ class Trainer:
         return self
 
     def _functions(self, mode, k):
-        """The compiled functions of one setting (see `configure`). The steps and the k-step
-        loops depend on the mode alone (k is the loop's argument), so every k of a mode shares
-        them and their traces; an XLA group is compiled for its k."""
+        """The compiled functions of one setting (see `configure`). The steps, the k-step
+        loops and the XLA group's programs (up to `XLA_UNROLL` steps each) depend on the mode
+        alone (k is the loop's argument), so every k of a mode shares them and their traces."""
         if mode not in self._per_mode:
             # Per replica under a strategy (XLA-compiled in xla mode), inside a tf.function
             # that takes distributed values: `train_function`.
@@ -264,12 +268,15 @@ class Trainer:
             self._per_mode[mode] = {
                 "train_step": train_step, "test_step": test_step,
                 "train_function": self._loop(train_step, self._after_train_step, mode),
-                "test_function": self._loop(test_step, self._after_test_step, mode)}
-        functions = {**self._per_mode[mode], "train_group": None, "group_function": None}
-        # mode="xla" with k > 1 on one device: the whole k-step loop in one XLA program.
-        if mode == "xla" and k > 1 and self.strategy is None:
-            group = tf.function(functools.partial(self._train_group, k), jit_compile=True)
-            functions["train_group"] = group
+                "test_function": self._loop(test_step, self._after_test_step, mode),
+                "train_group": None}
+            if mode == "xla" and self.strategy is None:
+                self._per_mode[mode]["train_group"] = tf.function(self._train_group,
+                                                                  jit_compile=True)
+        functions = {**self._per_mode[mode], "group_function": None}
+        # mode="xla" with k > 1 on one device: k steps in XLA programs of up to XLA_UNROLL.
+        group = functions["train_group"]
+        if group is not None and k > 1:
             functions["group_function"] = tf.function(functools.partial(self._group, group, k))
         return functions
 
@@ -499,18 +506,19 @@ class Trainer:
         self.val_step.assign_add(1)
         self._write_batch(self.val_writer, logs, self.val_step)
 
-    def _train_group(self, k, stacked):
-        """k train steps over `stacked` (each leaf `(k, batch, ...)`), all in one XLA program.
+    def _train_group(self, stacked):
+        """n train steps over `stacked` (each leaf `(n, batch, ...)`, n <= `XLA_UNROLL`), all
+        in one XLA program.
 
-        Returns the k losses, the k logs when TensorBoard is written (tensors of shape `(k,)`),
-        and the last step's logs: an iterator cannot be read inside an XLA program, so the k
+        Returns the n losses, the n logs when TensorBoard is written (tensors of shape `(n,)`),
+        and the last step's logs: an iterator cannot be read inside an XLA program, so the
         batches come stacked, and the summaries and finiteness checks, which XLA cannot run,
-        follow outside. The k steps are unrolled, not a loop: XLA on a CPU runs convolutions
+        follow outside. The steps are unrolled, not a loop: XLA on a CPU runs convolutions
         inside a while loop 20-50x slower than the same step alone (`docs/benchmarks.md`),
         unrolled as fast, and a dense model no slower.
         """
         losses, per_step = [], []
-        for i in range(k):
+        for i in range(tf.nest.flatten(stacked)[0].shape[0]):
             loss, logs = self._one_train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
             losses.append(tf.cast(loss, tf.float32))
             if self.train_writer is not None:
@@ -519,11 +527,18 @@ class Trainer:
         return tf.stack(losses), {n: tf.stack([p[n] for p in per_step]) for n in names}, logs
 
     def _group(self, train_group, k, iterator):
-        """Read k batches in the graph, stack them and run `train_group` (one XLA program);
-        then, per step, the counter, the finiteness check and the batch summaries."""
+        """Read k batches in the graph and run them through `train_group`, `XLA_UNROLL` steps
+        per XLA program (a larger k runs several: the compilation grows with the steps
+        unrolled, the speed does not); then, per step, the counter, the finiteness check and
+        the batch summaries."""
         batches = [iterator.get_next() for _ in range(k)]
-        stacked = tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)
-        losses, logs, last = train_group(stacked)
+        parts = []
+        for start in range(0, k, XLA_UNROLL):
+            chunk = batches[start:start + XLA_UNROLL]
+            parts.append(train_group(tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *chunk)))
+        losses = tf.concat([p[0] for p in parts], axis=0)
+        logs = {n: tf.concat([p[1][n] for p in parts], axis=0) for n in parts[0][1]}
+        last = parts[-1][2]
         if self.on_nan == "skip":  # every step ran (a skipped one changed nothing): count each
             for i in tf.range(k):
                 self._after_train_step(losses[i], lambda: {n: v[i] for n, v in logs.items()})  # noqa: B023
