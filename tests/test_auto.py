@@ -10,6 +10,7 @@ business.
 """
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -292,3 +293,20 @@ def test_a_run_shorter_than_the_calibration_records_what_it_timed():
     reference, _ = run(24, "function", 1, 1)
     for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_xla_asked_for_a_convolutional_model_on_a_cpu_says_what_it_cost():
+    def cnn():
+        return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                                 keras.layers.Flatten(), keras.layers.Dense(10)])
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present: XLA's CPU kernels are not what would run")
+    with pytest.warns(UserWarning, match=r"mode='xla' on a CPU: in spec-impl bench, XLA ran the "
+                                         r"sequential CNN's steps 1.7-1.9x slower .* Sequential has "
+                                         r"1 convolution layer\(s\). mode='auto' times both"):
+        Trainer(cnn(), loss="mse", mode="xla")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(cnn(), loss="mse", mode="auto")  # auto measures instead
+        Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", mode="xla")  # no convolution

@@ -24,7 +24,7 @@ from spec_impl.bench import (
 )
 from spec_impl.bench.plot import plot, speedups
 from spec_impl.bench.report import format_recommendation, format_tables
-from spec_impl.bench.settings import BF16_FLAGS, comparisons, runner_names
+from spec_impl.bench.settings import BF16_FLAGS, comparisons, quick_skips, runner_names
 from spec_impl.bench.stats import compare, format_ratio, ratio_interval, verdict
 from spec_impl.bench.suite import auto_choice, recommend
 
@@ -103,10 +103,14 @@ def test_settings_levels_and_the_fair_comparisons():
     # a workload whose step takes about a second stops at k = 8
     assert "loop_k32" not in runner_names("mini_inception")
     assert ("xla_loop_k8", "fit_xla_k8") in comparisons("mini_inception")
-    # --quick stops every workload at k = 8; smoke runs k = 2 (a cheap XLA group), no k = 8
+    # --quick stops every workload at k = 8 and leaves out fit's XLA and the slow workloads;
+    # smoke runs k = 2 (a cheap XLA group), no k = 8
     assert runner_names("residual_regressor", "quick") == [
-        "eager", "function", "xla", "loop_k1", "fit_k1", "loop_k8", "fit_k8", "xla_loop_k8",
-        "fit_xla_k8"]
+        "eager", "function", "xla", "loop_k1", "fit_k1", "loop_k8", "fit_k8", "xla_loop_k8"]
+    assert ("xla_loop_k8", "loop_k8") in comparisons("residual_regressor", "quick")
+    assert not any("fit_xla" in a + b for a, b in comparisons("residual_regressor", "quick"))
+    assert quick_skips("mini_inception", "quick") and not quick_skips("mini_inception", "full")
+    assert not quick_skips("mnist_mlp", "quick")
     assert runner_names("mini_inception", "smoke")[-3:] == ["fit_k2", "xla_loop_k2", "fit_xla_k2"]
 
 

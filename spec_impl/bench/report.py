@@ -76,6 +76,8 @@ def format_tables(results):
                                   if r["workload"].endswith(":precision")):
             lines += format_ratios(ratios, name)
         lines.append("")
+    for line in results.get("not_timed", []):
+        lines += [f"Not timed: {line}.", ""]
     if "precision_skipped" in results:
         lines += [f"Mixed precision: {results['precision_skipped']}.", ""]
     if results.get("recommendations"):

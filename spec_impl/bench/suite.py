@@ -41,6 +41,7 @@ from spec_impl.bench.settings import (
     WORKLOADS,
     BenchSettings,
     comparisons,
+    quick_skips,
     runner_names,
     step_counts,
 )
@@ -321,12 +322,20 @@ def run_suite(settings=None, device="cpu", models=None, log=print):
     """
     settings = settings or BenchSettings()
     start = time.perf_counter()
-    specs = models or [WorkloadSpec(name) for name in WORKLOADS]
+    specs = models or [WorkloadSpec(name) for name in WORKLOADS
+                       if not quick_skips(name, settings.level)]
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
         peak = peaks(device)
         results = {"machine": machine_info(device), "level": settings.level,
                    "peak_gflops": peak, "train_steps": [], "ratios": []}
         log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
+        if models is None and settings.level == "quick":
+            results["not_timed"] = [
+                f"{name}: left out at --quick (a step takes about a second; the full run, or "
+                f"--quick --model {name}, times it)"
+                for name in WORKLOADS if quick_skips(name, settings.level)]
+            for line in results["not_timed"]:
+                log(line)
         results["recommendations"] = []
         for spec in specs:
             log(f"timing {spec.name} at steps per call "

@@ -116,6 +116,29 @@ MAX_SKIPPED = 10
 XLA_UNROLL = 8
 
 
+# Measured by `spec-impl bench` on a 2-core AMD EPYC (docs/benchmarks.md): XLA on a CPU ran the
+# sequential CNN's step 1.9x and its 8-step group 1.7x slower than the function loop, and
+# MiniInception's no faster.
+XLA_CPU_CONV_COST = ("ran the sequential CNN's steps 1.7-1.9x slower than mode='function' and "
+                     "MiniInception's no faster")
+
+
+def _warn_if_slow_xla(model):
+    """Once per `Trainer`: `mode="xla"` asked for a model with convolutions on a machine with
+    no GPU, where XLA's CPU kernels ran convolutions slower than the function loop."""
+    if tf.config.list_physical_devices("GPU"):
+        return
+    convolutions = [layer for layer in keras_api.all_layers(model)
+                    if isinstance(layer, keras.layers.Conv2D | keras.layers.Conv1D
+                                  | keras.layers.Conv3D | keras.layers.DepthwiseConv2D)]
+    if convolutions:
+        warnings.warn(
+            f"mode='xla' on a CPU: in spec-impl bench, XLA {XLA_CPU_CONV_COST} "
+            f"(docs/benchmarks.md), and {type(model).__name__} has {len(convolutions)} "
+            f"convolution layer(s). "
+            f"mode='auto' times both on this model and keeps the faster.", stacklevel=3)
+
+
 class Trainer:
     """The training engine: what `compile` holds, the step functions, and `fit`.
 
@@ -206,6 +229,8 @@ class Trainer:
         self._settings = {}  # (mode, k) -> that setting's compiled functions
         self._per_mode = {}  # mode -> the steps and loops every k of that mode shares
         self.configure(self.candidates[0][0], self.candidates[1][0])
+        if mode == "xla":
+            _warn_if_slow_xla(model)
         if model.built:
             self.build()
 

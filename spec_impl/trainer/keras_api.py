@@ -10,7 +10,7 @@ from keras.src.backend.tensorflow.trainer import reduce_per_replica as _reduce_p
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
 
-__all__ = ["data_adapter", "loss_tracker", "reduce_per_replica", "symbolic_build",
+__all__ = ["all_layers", "data_adapter", "loss_tracker", "reduce_per_replica", "symbolic_build",
            "train_validation_split", "unscale_loss_for_distribution"]
 
 
@@ -43,3 +43,9 @@ def reduce_per_replica(values, strategy):
     """The logs a model's own step returned on each replica, reduced as `fit` reduces them
     (`"auto"`: the mean over replicas, the first replica's on a TPU)."""
     return _reduce_per_replica(values, strategy, reduction="auto")
+
+
+def all_layers(model):
+    """Every layer inside `model`, nested ones included (those a subclassed layer holds as
+    attributes, which `model.layers` does not list)."""
+    return list(model._flatten_layers(include_self=False))
