@@ -35,6 +35,7 @@ from spec_impl.bench.settings import (
     DISTRIBUTED_BATCH,
     DISTRIBUTED_WORKLOADS,
     DOC_EVAL_SPEEDUP,
+    EAGER_SHARE,
     EVAL_BATCH,
     GPU_MIXED_BATCH,
     REPLICAS,
@@ -68,7 +69,9 @@ def _runners(spec, settings, log):
         first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))[0]))
         if flops is None:
             flops = step_flops(trainer, workload)
-        steps[mode] = settings.steps(name)
+        # eager steps are 10-50x slower: a fraction of the steps times them as well
+        steps[mode] = max(1, settings.steps(name) // EAGER_SHARE) if mode == "eager" \
+            else settings.steps(name)
         runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer, mode)
     for runner in runner_names(name, settings.level)[len(MODES):]:
         kind, _, k = runner.rpartition("_k")
