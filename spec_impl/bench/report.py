@@ -35,7 +35,8 @@ def format_recommendation(best):
     if best.get("auto", {}).get("runner"):
         a = best["auto"]
         lines.append(f"    mode='auto', steps_per_execution='auto' in a long run, by its rule on "
-                     f"these times: {a['runner']}, {a['vs_fastest']:.2f}x the fastest's time")
+                     f"these times: {a['mode']}, k = {a['steps_per_execution']} (row "
+                     f"{a['runner']}), {a['vs_fastest']:.2f}x the fastest's time")
     if "precision" in best:
         p = best["precision"]
         lines.append(f"    and under keras.mixed_precision.set_global_policy({p['policy']!r}): "

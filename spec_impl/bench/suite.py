@@ -169,7 +169,8 @@ def auto_choice(step_times, first_calls):
     if calibration.choice not in cost:  # the table has no loop at one step per call
         return {"runner": None, "vs_fastest": None}
     fastest = min(t for s, t in cost.items() if s[1] > 1 or s == ("function", 1))
-    return {"runner": runner_of[calibration.choice],
+    mode, k = calibration.choice
+    return {"runner": runner_of[calibration.choice], "mode": mode, "steps_per_execution": k,
             "vs_fastest": cost[calibration.choice] / fastest}
 
 

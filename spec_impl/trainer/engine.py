@@ -164,8 +164,10 @@ class Trainer:
             objects, lists or dicts per output).
         loss_weights: per-output loss weights, as in `compile`.
         weighted_metrics: metrics weighted by `sample_weight` / `class_weight`, as in `compile`.
-        mode: `"eager"`, `"function"` (`tf.function`) or `"xla"` (`tf.function(jit_compile=True)`).
-        steps_per_execution: batches per call of `train_function` / `test_function`.
+        mode: `"eager"`, `"function"` (`tf.function`), `"xla"` (`tf.function(jit_compile=True)`)
+            or `"auto"` (chosen on the first steps of `fit`: `spec_impl.trainer.auto`).
+        steps_per_execution: batches per call of `train_function` / `test_function`, or
+            `"auto"` (likewise). `configure(mode, k)` switches between settings.
         log_dir: where `train/` and `validation/` TensorBoard event files go, or `None`.
         strategy: a `tf.distribute.Strategy` (`spec_impl.make_strategy`) whose scope holds the
             model's variables, or `None`. The steps then run per replica (`strategy.run`), each

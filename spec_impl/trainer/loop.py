@@ -298,11 +298,17 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
     What the loop adds:
 
     Args:
-        mode: `"eager"`, `"function"` or `"xla"` (the numeric step compiled with XLA; summaries
-            and checks outside it).
+        mode: `"eager"`, `"function"`, `"xla"` (the numeric step compiled with XLA; summaries
+            and checks outside it; with k > 1, k full batches in XLA programs of up to 8
+            unrolled steps) or `"auto"` (`spec_impl.trainer.auto`: the first steps time
+            `"function"` and `"xla"`, the rest of the run takes the faster).
         steps_per_execution: batches per compiled call (a loop inside the `tf.function` over a
             dataset iterator, as `fit` does); the last call of an epoch may run fewer. Batch
-            callbacks run once per call, as under `fit(steps_per_execution=k)`.
+            callbacks run once per call, as under `fit(steps_per_execution=k)`. `"auto"`: the
+            first steps time 1, 8 and 32, the rest of the run takes the fastest. The choice
+            is in `history.params["execution"]`, on the progress output, in TensorBoard's text
+            summary `execution` and in `checkpoint_dir/execution.json` (a resumed run keeps
+            it); every calibration step is a real training step.
         log_dir: TensorBoard folder: `train/` and `validation/` get `batch_*` scalars at every
             step (written inside the compiled call) and `epoch_*` scalars.
         checkpoint_dir: if given, a `tf.train.CheckpointManager` there keeps the model, the

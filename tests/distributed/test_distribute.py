@@ -269,6 +269,27 @@ def test_modes_and_steps_per_execution_under_a_strategy(mode, k, strategies):
                     reference, err_msg=f"{mode}, k={k}")
 
 
+def test_auto_under_a_strategy_chooses_the_steps_per_call_in_function_mode(strategies):
+    """Under MirroredStrategy `auto` times function mode alone (XLA per replica is refused on
+    several CPU devices); the run equals one device's, whatever k it keeps."""
+    trainer = Trainer(make("mnist_mlp", strategies[2]), loss="sparse_categorical_crossentropy",
+                      optimizer="sgd", strategy=strategies[2], mode="auto",
+                      steps_per_execution="auto")
+    assert trainer.candidates == (("function",), (1, 8, 32))
+    _, data, loss, metrics, lr = CASES["mnist_mlp"]
+    model = make("mnist_mlp", strategies[2])
+    with scope(strategies[2]):
+        optimizer = keras.optimizers.SGD(lr)
+    history = train(model, *data(N_UNEVEN), shuffle=False, loss=loss, optimizer=optimizer,
+                    metrics=metrics, epochs=EPOCHS, batch_size=BATCH, verbose=0,
+                    strategy=strategies[2], mode="auto", steps_per_execution="auto")
+    execution = history.params["execution"]
+    # 3 steps an epoch: only k = 1 fits an epoch
+    assert (execution["mode"], execution["steps_per_execution"]) == ("function", 1)
+    assert list(execution["ms_per_step"]) == ["function_k1"]
+    assert_same_run((model, history.history), one_device("mnist_mlp"), err_msg="auto")
+
+
 def test_the_step_is_traced_once_with_a_partial_batch(strategies):
     model = make("mnist_mlp", strategies[4])
     trainer = Trainer(model, loss="sparse_categorical_crossentropy", optimizer="sgd",
