@@ -103,6 +103,10 @@ def test_an_xla_group_too_costly_to_compile_for_the_run_left_is_not_tried():
     assert short.not_tried == {("xla", 8): 160.0, ("xla", 32): 640.0}
     assert short.report()["not_tried"]["xla_k8"] == (
         "its first call, about 160 s, would cost more than 10% of the run left")
+    # the engine's group compiles at most 8 steps (XLA_UNROLL): k = 32 costs what k = 8 does
+    capped = Calibration(("function", "xla"), K_CANDIDATES, total_steps=1000, unroll=8)
+    simulate(capped, cost, first_call)
+    assert capped.not_tried == {("xla", 8): 160.0, ("xla", 32): 160.0}
     # 100,000 steps left: worth it; and with a run of unknown length, everything is tried
     for total in (100_000, None):
         long = Calibration(("function", "xla"), K_CANDIDATES, total_steps=total)

@@ -48,6 +48,7 @@ from spec_impl.bench.settings import (
 )
 from spec_impl.bench.workloads import WorkloadSpec, build_workload
 from spec_impl.trainer.auto import AUTO_MODES, Calibration
+from spec_impl.trainer.engine import XLA_UNROLL
 from spec_impl.trainer.precision import global_policy
 
 
@@ -157,7 +158,7 @@ def auto_choice(step_times, first_calls):
         if _train_setting(runner):
             runner_of[_train_setting(runner)] = runner
     cost = {s: statistics.median(step_times[r]) for s, r in runner_of.items() if r in step_times}
-    calibration = Calibration(AUTO_MODES, sorted({k for _, k in cost}))
+    calibration = Calibration(AUTO_MODES, sorted({k for _, k in cost}), unroll=XLA_UNROLL)
     while not calibration.done:
         setting = calibration.current
         if setting not in cost:  # not measured here

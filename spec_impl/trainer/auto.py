@@ -17,13 +17,14 @@ and `"xla"` mode. Three rules keep the calibration cheap where a candidate canno
   the XLA group at k > 1 does not (a dense model on a CPU: 3x slower than the function loop at
   k = 1, the fastest of all at k = 32).
 - A larger k is tried only while the last one gained at least `1 - MORE_STEPS_GAIN`.
-- XLA compiles the step, and the XLA group k unrolled steps, so its first call is long and
-  grows with k (MiniInception on a 2-core CPU: about 15 s per step, against 550 ms a step
-  run). It is predicted before it runs (from XLA's first call at a smaller k times the ratio
-  of the ks, or, before XLA has run, from the function loop's first call, which only traces,
-  times k), and a candidate whose predicted first call would cost more than `MAX_OVERHEAD` of
-  the rest of the run (at the best speed so far) is not tried, and reported as such. With a
-  run of unknown length, every candidate is tried.
+- XLA compiles the step, and the XLA group up to 8 unrolled steps (a larger k reuses that
+  program), so its first call is long (MiniInception on a 2-core CPU: about 15 s per step
+  compiled, against 550 ms a step run). It is predicted before it runs (from XLA's first call
+  at a smaller k times the ratio of the steps compiled, or, before XLA has run, from the
+  function loop's first call, which only traces, times the steps compiled), and a candidate
+  whose predicted first call would cost more than `MAX_OVERHEAD` of the rest of the run (at
+  the best speed so far) is not tried, and reported as such. With a run of unknown length,
+  every candidate is tried.
 Precision is never changed: mixed precision is the user's choice (`spec-impl bench` measures
 what it would give).
 """
@@ -59,12 +60,15 @@ class Calibration:
             (a call never spans two epochs, so it could not be timed whole).
         total_steps: the steps the run has left when it starts, or `None` when unknown (then
             every candidate is tried, whatever it costs to compile).
+        unroll: the most steps the XLA group compiles into one program (the engine's
+            `XLA_UNROLL`; a larger k reuses that program), or `None` for no cap.
     """
 
-    def __init__(self, modes, ks, steps_per_epoch=None, total_steps=None):
+    def __init__(self, modes, ks, steps_per_epoch=None, total_steps=None, unroll=None):
         ks = [k for k in ks if steps_per_epoch is None or k <= steps_per_epoch] or [min(ks)]
         self.modes, self.ks = list(modes), ks
         self.total_steps = total_steps
+        self.unroll = unroll
         self.seconds = {}  # (mode, k) -> seconds per step of each timed call
         self.first_call = {}  # (mode, k) -> seconds of the untimed first call
         self.not_tried = {}  # (mode, k) -> predicted seconds of its first call, too many
@@ -121,16 +125,18 @@ class Calibration:
     def _predicted_first_call(self, mode, k):
         """A lower bound of XLA's first call at `k`, or `None` (nothing to predict: the
         function loop's traces are shared by every k). From XLA's first call at the largest
-        smaller k, times the ratio of the ks (the group unrolls k steps); before XLA has run,
-        from the function loop's first call at k = 1, times k (XLA traces the same step, then
-        compiles it)."""
+        smaller k, times the ratio of the steps compiled (the group unrolls k steps, at most
+        `unroll`); before XLA has run, from the function loop's first call at k = 1, times the
+        steps compiled (XLA traces the same step, then compiles it)."""
         if mode != "xla":
             return None
+        compiled = lambda j: j if self.unroll is None else min(j, self.unroll)  # noqa: E731
         smaller = [j for (m, j) in self.first_call if m == "xla" and j < k]
         if smaller:
-            return self.first_call[("xla", max(smaller))] * k / max(smaller)
+            j = max(smaller)
+            return self.first_call[("xla", j)] * compiled(k) / compiled(j)
         if ("function", 1) in self.first_call:
-            return self.first_call[("function", 1)] * k
+            return self.first_call[("function", 1)] * compiled(k)
         return None
 
     def _affordable(self, predicted, k):

@@ -258,7 +258,7 @@ class Trainer:
         modes, ks = self.candidates
         if len(modes) * len(ks) == 1:
             return None
-        return Calibration(modes, ks, steps_per_epoch, total_steps)
+        return Calibration(modes, ks, steps_per_epoch, total_steps, unroll=XLA_UNROLL)
 
     def configure(self, mode, steps_per_execution):
         """Run the next calls in `mode` with `steps_per_execution` steps per call (what
