@@ -124,7 +124,9 @@ def test_auto_mode_and_steps_with_mixed_precision_print_the_choice(tmp_path):
     assert set(saved["ms_per_step"]) <= {"function_k1", "function_k8", "xla_k8"}
     assert "function_k1" in saved["ms_per_step"]
     model = keras.models.load_model(tmp_path / "model.keras")
-    assert model.layers[0].compute_dtype == "bfloat16"  # the precision asked, never changed
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    # the precision asked, never changed: the hidden Dense in bfloat16, the output in float32
+    assert [layer.compute_dtype for layer in dense] == ["bfloat16", "float32"]
 
 
 @pytest.mark.parametrize("flag,value,message", [

@@ -93,7 +93,7 @@ def test_on_nan_from_the_command_line(on_nan, code, message, tmp_path):
     ("--limit", "0", "a positive integer"),
     ("--limit", "-5", "a positive integer"),
     ("--batch-size", "0", "a positive integer"),
-    ("--steps-per-execution", "2.5", "a positive integer"),
+    ("--steps-per-execution", "2.5", "a positive integer or auto"),
     ("--learning-rate", "-0.1", "a positive number"),
     ("--learning-rate", "nan", "a positive number"),
     ("--learning-rate", "inf", "a positive number"),
