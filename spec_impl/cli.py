@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 
-from spec_impl._validation import MODES, POLICIES, STRATEGIES
+from spec_impl._validation import MAX_SKIPPED, MODES, POLICIES, STRATEGIES
 
 
 def _import_tensorflow(verbose):
@@ -245,7 +245,7 @@ def build_parser():
     p.add_argument("--on-nan", choices=("stop", "skip"), default="stop",
                    help="a step with a non-finite loss or gradient: stop the run (exit 1), or "
                         "skip its update and go on")
-    p.add_argument("--max-skipped", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--max-skipped", type=_positive_int, default=MAX_SKIPPED, metavar="N",
                    help="with --on-nan skip: stop after N consecutive skipped steps")
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import keras
 
+from spec_impl._validation import MAX_SKIPPED
 from spec_impl.data import class_names, load_dataset
 from spec_impl.evaluation import evaluate_classifier
 from spec_impl.registry import classifier_names, get_model_spec
@@ -43,7 +44,7 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
                        batch_size=32, learning_rate=1e-3, mode="function", precision="float32",
                        steps_per_execution=1, log_dir=None, resume=False, limit=None, seed=0,
                        verbose=1, recalibrate_bn=True, strategy="default", devices=None,
-                       on_nan="stop", max_skipped=10):
+                       on_nan="stop", max_skipped=MAX_SKIPPED):
     """Train a registered classifier on an image dataset and evaluate it; `spec-impl train`.
 
     Args:

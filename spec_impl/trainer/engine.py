@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from spec_impl._validation import MODES, check_choice, check_positive_int
+from spec_impl._validation import MAX_SKIPPED, MODES, check_choice, check_positive_int
 from spec_impl.trainer import keras_api
 from spec_impl.trainer.auto import AUTO, AUTO_MODES, K_CANDIDATES, Calibration
 from spec_impl.trainer.distribute import (
@@ -107,9 +107,6 @@ _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, de
 NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
 NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 ON_NAN = ("stop", "skip")
-# `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
-# are survivable, a run of them means the model itself has diverged.
-MAX_SKIPPED = 10
 # The XLA group unrolls at most this many steps in one program: its compilation grows with the
 # steps unrolled (MiniInception on a 2-core CPU: about 15 s a step), its speed does not, so k =
 # 32 runs four 8-step programs per call.
