@@ -51,12 +51,12 @@ def _int_at_least(minimum, what):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "a non-negative integer")
+_positive_int_k = _int_at_least(1, "a positive integer or auto")
 
 
 def _positive_int_or_auto(text):
-    return text if text == "auto" else _int_at_least(1, "a positive integer or auto")(text)
-
-_non_negative_int = _int_at_least(0, "a non-negative integer")
+    return text if text == "auto" else _positive_int_k(text)
 
 
 def _positive_float(text):

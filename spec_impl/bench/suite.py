@@ -140,11 +140,15 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
     return rows, ratios, best
 
 
-def _train_setting(runner):
-    """`(mode, k)` of a runner that `train` runs (`loop_k8`, `xla_loop_k32`), else `None`."""
-    kind, found, k = runner.rpartition("_k")
-    mode = {"loop": "function", "xla_loop": "xla"}.get(kind)
-    return (mode, int(k)) if found and mode else None
+def _train_settings(runners):
+    """`{runner: (mode, k)}` of the runners that `train` runs (`loop_k8`, `xla_loop_k32`)."""
+    settings = {}
+    for runner in runners:
+        kind, found, k = runner.rpartition("_k")
+        mode = {"loop": "function", "xla_loop": "xla"}.get(kind)
+        if found and mode:
+            settings[runner] = (mode, int(k))
+    return settings
 
 
 def auto_choice(step_times, first_calls):
@@ -154,9 +158,7 @@ def auto_choice(step_times, first_calls):
     at k = 1) and their first calls. Returns the runner it picks and its time over the fastest
     `train` setting measured (1.0: auto picked the best)."""
     runner_of = {("function", 1): "loop_k1", ("xla", 1): "xla"}
-    for runner in step_times:
-        if _train_setting(runner):
-            runner_of[_train_setting(runner)] = runner
+    runner_of.update({setting: runner for runner, setting in _train_settings(step_times).items()})
     cost = {s: statistics.median(step_times[r]) for s, r in runner_of.items() if r in step_times}
     calibration = Calibration(AUTO_MODES, sorted({k for _, k in cost}), unroll=XLA_UNROLL)
     while not calibration.done:
@@ -179,7 +181,7 @@ def recommend(name, step_times):
     """The fastest `train` setting measured for `name` (`loop_k*` / `xla_loop_k*`, by median
     time per step), its time ratio to the user's default `model.fit` (`fit_k1`) with the
     interval, and the call that gets it."""
-    settings = {r: _train_setting(r) for r in step_times if _train_setting(r)}
+    settings = _train_settings(step_times)
     best = min(settings, key=lambda r: statistics.median(step_times[r]))
     mode, k = settings[best]
     return {"workload": name, "runner": best, "mode": mode, "steps_per_execution": k,

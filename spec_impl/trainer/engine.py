@@ -264,16 +264,17 @@ class Trainer:
 
         Sets `train_step` / `test_step` (one step each, compiled for the mode, per replica
         under a strategy), `train_function` / `test_function` (up to k steps per call) and, in
-        `"xla"` mode with k > 1 on one device, `group_function` (k steps in one XLA program,
-        `train_group`), else `group_function = None`.
+        `"xla"` mode with k > 1 on one device, `group_function` (k steps in XLA programs of up
+        to `XLA_UNROLL` steps, `train_group`), else `group_function = None`. A setting is
+        checked once, when first configured.
         """
-        check_choice("mode", mode, MODES)
-        k = check_positive_int("steps_per_execution", steps_per_execution)
-        if mode == "xla" and self.strategy is not None:
-            check_xla_devices(self.strategy)
-        key = (mode, k)
+        key = (mode, steps_per_execution)
         if key not in self._settings:
-            self._settings[key] = self._functions(mode, k)
+            check_choice("mode", mode, MODES)
+            check_positive_int("steps_per_execution", steps_per_execution)
+            if mode == "xla" and self.strategy is not None:
+                check_xla_devices(self.strategy)
+            self._settings[key] = self._functions(mode, steps_per_execution)
         self.mode, self.steps_per_execution = key
         for name, value in self._settings[key].items():
             setattr(self, name, value)
