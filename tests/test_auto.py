@@ -288,6 +288,36 @@ def test_auto_with_logs_checkpoints_and_a_resume(tmp_path, capsys):
         assert_allclose(got, want, atol=ATOL)
 
 
+def test_auto_with_on_nan_skip_leaves_out_the_same_steps_as_function_mode(monkeypatch):
+    """A NaN input at step 30 falls inside the calibration (the clock replaced so that it
+    switches between settings): the step is skipped as in function mode."""
+    cost = {("function", 1): 3.0, ("xla", 1): 5.0, ("function", 8): 2.0, ("xla", 8): 1.0,
+            ("function", 32): 2.0, ("xla", 32): 1.5}
+    record = Calibration.record
+    monkeypatch.setattr(Calibration, "record",
+                        lambda self, setting, seconds, steps: record(self, setting,
+                                                                     cost[setting] * steps, steps))
+    x, y, _, _ = digits_arrays(1024)
+    x = x.copy()
+    x[29 * BATCH] = np.nan  # step 30 of 128 in each epoch
+
+    def fitted(mode, k):
+        model = digits_mlp()
+        with pytest.warns(RuntimeWarning, match="Skipped 1 step"):
+            history = train(model, x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                            loss="sparse_categorical_crossentropy",
+                            optimizer=keras.optimizers.SGD(0.05), mode=mode,
+                            steps_per_execution=k, on_nan="skip")
+        return history, model
+
+    history, model = fitted("auto", "auto")
+    ref_history, reference = fitted("function", 1)
+    assert history.params["execution"]["mode"] == "xla"  # the costs above: xla, k = 8
+    assert_allclose(history.history["loss"], ref_history.history["loss"], atol=ATOL)
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
+        assert_allclose(got, want, atol=ATOL)
+
+
 def test_a_run_shorter_than_the_calibration_records_what_it_timed():
     model, history = run(24, "auto", "auto", 1)  # 3 steps: k = 8 and 32 cannot fit an epoch
     execution = history.params["execution"]

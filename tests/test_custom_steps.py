@@ -207,6 +207,14 @@ def test_train_runs_the_models_own_step_as_fit_does(case, variant):
         assert sorted(ours[0]) == ["d_loss", "g_loss"]  # the step's own names, as fit logs them
 
 
+@pytest.mark.parametrize("case", ["document-002-CustomModel", "guide-GAN-no-targets"])
+def test_auto_runs_the_models_own_step_as_fit_does(case):
+    """`mode="auto"` and `steps_per_execution="auto"` time and switch the model's own step
+    (a GAN's with its two optimizers) and end as `fit` from the same weights."""
+    ours, theirs = _run("train", case, "auto", "auto"), _run("fit", case, "function", 1)
+    assert_same_training(ours, theirs, atol=ATOL)
+
+
 class Raising(keras.Model):
     """A model whose `train_step` raises: `train` must call it and raise what it raises."""
 
