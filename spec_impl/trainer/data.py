@@ -57,6 +57,7 @@ class Batches:
         self.length = cardinality if cardinality >= 0 else None  # batches in one pass
         self.rereadable = rereadable and self.length is not None
         self.last_full = False  # whether the last batch of a pass is known to be full-size
+        self.batch_size = None  # the batch size, where it is known (`batches`)
         if steps_per_epoch is not None:
             if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
                     or steps_per_epoch < 1:
@@ -158,6 +159,8 @@ def batches(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, cl
         dataset = dataset.with_options(untuned_options())
     rereadable = _is_arrays(x) or isinstance(x, tf.data.Dataset)
     batches = Batches(dataset, steps_per_epoch, name, rereadable)
+    first = tf.nest.flatten(dataset.element_spec)[0]  # arrays: unknown (a partial last batch)
+    batches.batch_size = batch_size if _is_arrays(x) else first.shape[0] if first.shape else None
     if _is_arrays(x) and batch_size:  # arrays: whether the last batch is a full one is known
         batches.last_full = len(tf.nest.flatten(x)[0]) % batch_size == 0
     return batches

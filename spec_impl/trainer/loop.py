@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from spec_impl.trainer import data as data_lib
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
-from spec_impl.trainer.checkpointing import TrainingCheckpoint
+from spec_impl.trainer.checkpointing import TrainingCheckpoint, remove_leftovers, run_settings
 from spec_impl.trainer.checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path, explicit
 from spec_impl.trainer.engine import MAX_SKIPPED, NON_FINITE, Trainer
@@ -107,8 +107,11 @@ class FitLoop:
             write_dir = stack.enter_context(chief_path(o.checkpoint_dir, strategy))
             ckpt = None
             if o.checkpoint_dir is not None:
-                stack.enter_context(CheckpointLock(write_dir))  # one run per folder
-                ckpt = TrainingCheckpoint(o.checkpoint_dir, self.trainer, write_directory=write_dir)
+                lock = stack.enter_context(CheckpointLock(write_dir))  # one run per folder
+                remove_leftovers(write_dir)  # of writes killed midway, now that none is in flight
+                ckpt = TrainingCheckpoint(o.checkpoint_dir, self.trainer, write_directory=write_dir,
+                                          settings=run_settings(self.trainer, train.batch_size),
+                                          lock=lock)
             self.watch = stack.enter_context(PreemptionWatch(strategy))
             return self._epochs(train, val, ckpt)
 
@@ -116,7 +119,7 @@ class FitLoop:
         """Stop on SIGTERM: checkpoint at (`epoch`, `step`) if `save` and raise."""
         if save and ckpt is not None:
             ckpt.save(epoch, step)
-        raise TrainingPreempted(epoch, step, None if ckpt is None else ckpt.manager.latest_checkpoint)
+        raise TrainingPreempted(epoch, step, None if ckpt is None else ckpt.latest)
 
     def _epochs(self, train, val, ckpt):
         o, model, trainer = self.options, self.model, self.trainer
@@ -257,7 +260,7 @@ class FitLoop:
             print("\n" + calibration.summary(), flush=True)
         trainer.write_text("execution", calibration.markdown())
         if ckpt is not None and calibration.source == "calibration":
-            calibration.save(ckpt.manager.directory)
+            calibration.save(ckpt.write_directory)
 
     def _non_finite(self, epoch, failed, ckpt):
         trainer = self.trainer
