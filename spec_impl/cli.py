@@ -6,7 +6,12 @@ import os
 import sys
 import tempfile
 
+from spec_impl._paths import BadPath, input_file, output_file, output_folder
 from spec_impl._validation import MAX_SKIPPED, MODES, POLICIES, STRATEGIES
+
+# What `spec-impl train` writes into --out: folders and files, checked before any work.
+OUT_FOLDERS = ("checkpoints",)
+OUT_FILES = ("model.keras", "report.txt", "confusion_matrix.png")
 
 
 def _import_tensorflow(verbose):
@@ -76,29 +81,67 @@ def cmd_summary(args):
     return 0
 
 
+def check_train_paths(args):
+    """Refuse, before any work, an --out, --log-dir or --data that the run could not use."""
+    from spec_impl.data import IMAGE_DATASETS
+
+    out = output_folder(args.out, "--out")
+    for name in OUT_FOLDERS + OUT_FILES:
+        path = os.path.join(out, name)
+        if name in OUT_FOLDERS and os.path.exists(path) and not os.path.isdir(path):
+            raise BadPath(f"--out {out}: {path} is a file, where the run keeps its {name}")
+        if name in OUT_FILES and os.path.isdir(path):
+            raise BadPath(f"--out {out}: {path} is a folder, where the run writes its {name}")
+    if args.log_dir:
+        output_folder(args.log_dir, "--log-dir")
+    if args.data not in IMAGE_DATASETS and (args.data.endswith(".npz") or os.path.exists(args.data)):
+        input_file(args.data, "--data")
+
+
+def _failure(error, checkpoints):
+    """One line for a run that failed: the error (an `OSError` by the file it could not write)
+    and, unless it says so already, the last good checkpoint to resume from."""
+    from spec_impl.trainer.checkpointing import CheckpointWriteError, checkpoint_numbers
+
+    if isinstance(error, OSError) and not isinstance(error, CheckpointWriteError):
+        numbers = checkpoint_numbers(checkpoints)
+        where = os.path.join(checkpoints, f"ckpt-{numbers[0]}") if numbers else None
+        resume = (f" The last checkpoint is {where}: fix the cause and rerun with --resume."
+                  if where else " No checkpoint was written.")
+        return f"could not write {error.filename or ''}: {error.strerror or error}.{resume}"
+    return str(error)
+
+
 def cmd_train(args):
-    from spec_impl.trainer.checkpointing import CheckpointUnreadableError, CheckpointWriteError
-    from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+    from spec_impl.trainer.checkpointing import CheckpointMismatchError, CheckpointUnreadableError
+    from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
     from spec_impl.workflow import train_and_evaluate
 
-    try:
-        run = train_and_evaluate(
-            args.model, args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, mode=args.mode, precision=args.precision,
-            steps_per_execution=args.steps_per_execution, log_dir=args.log_dir,
-            resume=args.resume, limit=args.limit, seed=args.seed, verbose=0 if args.quiet else 1,
-            recalibrate_bn=not args.no_recalibrate_bn, strategy=args.strategy,
-            devices=args.devices, on_nan=args.on_nan, max_skipped=args.max_skipped)
-    except TrainingPreempted as e:
-        resume = "" if args.resume else " (add --resume)"
-        print(f"spec-impl train: {e} Rerun the same command to continue{resume}.", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
-    except (FloatingPointError, CheckpointWriteError, CheckpointUnreadableError) as e:
-        print(f"spec-impl train: {e}", file=sys.stderr)  # the run failed: exit 1
-        return 1
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"spec-impl train: {e}", file=sys.stderr)  # bad arguments or a locked folder
-        return 2
+    def fail(message, code):
+        print(f"spec-impl train: {message}", file=sys.stderr)
+        return code
+
+    # One watch for the whole command: a signal before `train` stops it at its first call, one
+    # after the loop lets the model be saved and evaluated, then exits with the signal's code.
+    with PreemptionWatch() as watch:
+        try:
+            run = train_and_evaluate(
+                args.model, args.data, out=args.out, epochs=args.epochs,
+                batch_size=args.batch_size, learning_rate=args.learning_rate, mode=args.mode,
+                precision=args.precision, steps_per_execution=args.steps_per_execution,
+                log_dir=args.log_dir, resume=args.resume, limit=args.limit, seed=args.seed,
+                verbose=0 if args.quiet else 1, recalibrate_bn=not args.no_recalibrate_bn,
+                strategy=args.strategy, devices=args.devices, on_nan=args.on_nan,
+                max_skipped=args.max_skipped)
+        except TrainingPreempted as e:
+            resume = "" if args.resume else " (add --resume)"
+            return fail(f"{e} Rerun the same command to continue{resume}.", e.exit_code)
+        except CheckpointMismatchError as e:  # the folder is fine, the settings differ
+            return fail(e, 2)
+        except (FloatingPointError, OSError, CheckpointUnreadableError) as e:
+            return fail(_failure(e, os.path.join(args.out, "checkpoints")), 1)  # the run failed
+        except (ValueError, RuntimeError) as e:
+            return fail(e, 2)  # bad arguments or a locked folder
     if not run.history.history:
         print(f"Nothing to train: the checkpoints in {run.checkpoint_dir} already reach "
               f"--epochs {args.epochs}; evaluated the restored model.")
@@ -113,7 +156,31 @@ def cmd_train(args):
     where = run.model_path or "written by the chief worker"
     print(f"model: {where}; report and confusion matrix in {args.out}"
           + (f"; TensorBoard: tensorboard --logdir {args.log_dir}" if args.log_dir else ""))
+    if watch.signal is not None:  # received after training: everything above is written
+        from spec_impl.trainer.preemption import EXIT_CODES
+
+        return fail(f"{watch.signal.name} received after training; the run finished and its "
+                    f"model and report are written.", EXIT_CODES[watch.signal])
     return 0
+
+
+def check_bench_paths(args):
+    """Refuse, before the benchmark runs, a --json or --plot that could not be written and a
+    --model file that cannot be read."""
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            output_file(path, flag)
+    if args.plot:
+        from spec_impl._plot import new_figure
+
+        formats = new_figure((1, 1)).canvas.get_supported_filetypes()
+        extension = os.path.splitext(args.plot)[1].lstrip(".").lower()
+        if extension and extension not in formats:
+            raise BadPath(f"--plot {args.plot}: unknown image format {extension!r}; expected "
+                          f"one of {', '.join(sorted(formats))} (or no extension for PNG)")
+    for model in args.model or ():
+        if model.endswith(".keras"):
+            input_file(model, "--model")
 
 
 def _bench_settings(args):
@@ -250,7 +317,7 @@ def build_parser():
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="keep batch norm's moving averages as training left them")
     _add_strategy_arguments(p, "tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, check=check_train_paths)
 
     p = sub.add_parser("bench", help="time eager, tf.function, XLA and fit on this machine")
     p.add_argument("--model", action="append", default=None, metavar="NAME|MODULE:FUNCTION|FILE.keras",
@@ -269,7 +336,7 @@ def build_parser():
     p.add_argument("--plot", default=None, help="write a bar chart PNG here")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     _add_strategy_arguments(p, "mirrored: time the loop on 1, 2, ... --devices replicas instead")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, check=check_bench_paths)
 
     p = sub.add_parser("idioms", help="the documents' Keras-2 idioms run on Keras 3 and on tf-keras")
     p.add_argument("--json", default=None, help="write the matrix to this JSON file")
@@ -279,6 +346,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        getattr(args, "check", lambda args: None)(args)  # paths, before TensorFlow starts
+    except BadPath as e:
+        print(f"spec-impl {args.command}: {e}", file=sys.stderr)
+        return 2
     _import_tensorflow(args.verbose)
     return args.func(args)
 

@@ -16,6 +16,7 @@ import pickle
 import numpy as np
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+MAX_PIXEL = 255  # integer images hold 8-bit pixels, scaled to [0, 1] by this
 REGRESSION_DATASETS = ("make_regression", "swiss_roll")
 DIGITS_CLASS_NAMES = tuple(str(d) for d in range(10))
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -78,10 +79,13 @@ def load_dataset(name="digits", *, input_shape=None, test_size=0.2, seed=0):
             f"Unknown dataset {name!r}. Expected one of {', '.join(IMAGE_DATASETS)} "
             f"or a path to an .npz file with keys {', '.join(_NPZ_KEYS)}."
         )
-    return (
-        (_to_input_shape(x_train, input_shape), _labels(y_train)),
-        (_to_input_shape(x_test, input_shape), _labels(y_test)),
-    )
+    try:
+        return (
+            (_to_input_shape(x_train, input_shape), _labels(y_train)),
+            (_to_input_shape(x_test, input_shape), _labels(y_test)),
+        )
+    except ValueError as error:
+        raise ValueError(f"Dataset {name}: {error}") from None
 
 
 def class_names(name, num_classes=10):
@@ -158,6 +162,9 @@ def _read_cifar_batch(path):
 def _load_npz(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such dataset file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"The dataset {path} is a folder: expected an .npz file with keys "
+                         f"{', '.join(_NPZ_KEYS)}.")
     with np.load(path) as data:
         missing = [k for k in _NPZ_KEYS if k not in data]
         if missing:
@@ -172,11 +179,21 @@ def _labels(y):
     return np.asarray(y).reshape(-1).astype("int64")
 
 
-def _to_input_shape(x, input_shape):
+def _scaled(x):
+    """Images as float32 in [0, 1]: integer pixels 0..255 divided by 255 (any integer dtype);
+    integer values outside that range are refused (their scale is unknown)."""
     x = np.asarray(x)
-    if x.dtype == np.uint8:
-        x = x.astype("float32") / 255.0
-    x = x.astype("float32")
+    if np.issubdtype(x.dtype, np.integer) and x.size:
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > MAX_PIXEL:
+            raise ValueError(f"Integer images ({x.dtype}) with values {low}..{high}: expected "
+                             f"pixels 0..{MAX_PIXEL}, or float images in [0, 1].")
+        return x.astype("float32") / MAX_PIXEL
+    return x.astype("float32")
+
+
+def _to_input_shape(x, input_shape):
+    x = _scaled(x)
     if x.ndim == 3:
         x = x[..., None]  # (n, H, W, 1)
     if input_shape is None:

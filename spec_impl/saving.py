@@ -9,10 +9,12 @@ checks the archive first and raises a `ValueError` that names the problem.
 
 import contextlib
 import os
+import re
 import uuid
 import zipfile
 
 import keras
+import numpy as np
 
 KERAS_SUFFIX = ".keras"
 # Entries every .keras archive holds (Keras 3's saving_lib).
@@ -39,10 +41,58 @@ def atomic_path(path):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError) and error.errno is not None:  # named by the target, not tmp
+            raise type(error)(error.errno, error.strerror, path) from error
         raise
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")  # atomic_path's names
+
+
+def _running(pid):
+    if pid == os.getpid():  # this process is not writing it now: a dead run had the same pid
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the temporary files `atomic_path` left in `folder` when their process was killed
+    mid-write (their process is gone); returns their names."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = _TEMPORARY.match(name)
+        if match and not _running(int(match.group("pid"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+def non_finite_weights(model):
+    """`"Non-finite weights (a/kernel, ...)"` naming the weights of `model` that hold NaN or
+    infinity, or `None` when every weight is finite."""
+    bad = [w.path for w in model.weights
+           if "float" in str(w.dtype) and not np.all(np.isfinite(np.asarray(w)))]
+    if not bad:
+        return None
+    return f"Non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+
+
+def check_finite_weights(model, consequence):
+    """Raise `FloatingPointError` naming the weights of `model` that hold NaN or infinity,
+    followed by `consequence` (what was not done because of them)."""
+    bad = non_finite_weights(model)
+    if bad:
+        raise FloatingPointError(f"{bad}: {consequence}.")
 
 
 def write_atomic_text(path, text):
@@ -53,9 +103,11 @@ def write_atomic_text(path, text):
 
 
 def save_figure_atomic(figure, path):
-    """`figure.savefig(path)` atomically (`atomic_path`); returns `path`."""
+    """`figure.savefig(path)` atomically (`atomic_path`), in the format of `path`'s extension
+    (PNG without one); returns `path`."""
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp)
+        figure.savefig(tmp, format=extension or "png")
     return path
 
 

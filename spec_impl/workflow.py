@@ -9,12 +9,14 @@ import os
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from spec_impl._validation import MAX_SKIPPED
 from spec_impl.data import class_names, load_dataset
 from spec_impl.evaluation import evaluate_classifier
 from spec_impl.registry import classifier_names, get_model_spec
-from spec_impl.saving import save_model_atomic
+from spec_impl.saving import check_finite_weights, remove_stale_temporaries, save_model_atomic
+from spec_impl.trainer.checkpointing import has_checkpoints
 from spec_impl.trainer.distribute import chief_path, explicit, make_strategy
 from spec_impl.trainer.loop import train
 from spec_impl.trainer.precision import check_policy, global_policy
@@ -38,6 +40,19 @@ class RunResult:
     model_path: str
     evaluation: dict
     checkpoint_dir: str
+
+
+def _class_count(data, *labels):
+    """The number of classes, `max(label) + 1`, refused before a model is built when it cannot
+    be right: a negative label, or more classes than samples (one stray label of 10**7 would
+    build a ten-million-wide output layer)."""
+    labels = np.concatenate(labels)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high + 1 > len(labels):
+        raise ValueError(f"data={data!r}: labels range over {low}..{high}, which would make "
+                         f"{high + 1} classes for {len(labels)} samples. Expected class ids "
+                         f"0..C-1 with C at most the number of samples.")
+    return high + 1
 
 
 def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/latest", epochs=5,
@@ -85,7 +100,7 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
         strategy = make_strategy(strategy, devices)
     strategy = explicit(strategy)
     checkpoint_dir = os.path.join(out, "checkpoints")
-    if not resume and os.path.exists(os.path.join(checkpoint_dir, "checkpoint")):
+    if not resume and has_checkpoints(checkpoint_dir):
         raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "
                          f"--resume to continue it, or choose another --out.")
     spec = get_model_spec(model)
@@ -93,7 +108,7 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     keras.utils.set_random_seed(seed)
-    num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    num_classes = _class_count(data, y_train, y_test)
     scope = contextlib.nullcontext() if strategy is None else strategy.scope()
     with global_policy(precision), scope:  # the model keeps its policy after the block
         net = spec.build(spec.input_shape, num_classes)
@@ -110,6 +125,8 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     )
     with chief_path(out, strategy) as folder:  # a non-chief worker's copy is removed
         os.makedirs(folder, exist_ok=True)
+        remove_stale_temporaries(folder)  # of saves killed midway
+        check_finite_weights(net, "not saved")
         model_path = save_model_atomic(net, os.path.join(folder, "model.keras"))
         names = list(class_names(data, num_classes))
         evaluation = evaluate_classifier(net, x_test, y_test, class_names=names, out_dir=folder)

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spec_impl.saving import write_atomic_text
+from spec_impl.saving import check_finite_weights, write_atomic_text
 
 MAX_TO_KEEP = 3
 INDEX_NAME = "checkpoint"  # TensorFlow's index of a folder's checkpoints
@@ -202,13 +202,8 @@ class TrainingCheckpoint:
         return prefix
 
     def _check_finite(self, epoch, step):
-        bad = [v.path for v in self.trainer.model.weights
-               if "float" in str(v.dtype) and not np.all(np.isfinite(np.asarray(v)))]
-        if bad:
-            raise FloatingPointError(
-                f"Non-finite weights at epoch {epoch}, step {step} ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}): not checkpointed; the last good "
-                f"checkpoint is {self.latest}.")
+        check_finite_weights(self.trainer.model, f"not checkpointed at epoch {epoch}, step {step}; "
+                                                 f"the last good checkpoint is {self.latest}")
 
     def _prune(self, folder):
         """Keep the newest `max_to_keep` checkpoints (removed by name, never by a glob) and

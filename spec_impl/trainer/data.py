@@ -49,7 +49,8 @@ class Batches:
             datasets can, generators cannot), for the checks before the first step.
     """
 
-    def __init__(self, dataset, steps_per_epoch=None, name="x", rereadable=True):
+    def __init__(self, dataset, steps_per_epoch=None, name="x", rereadable=True,
+                 steps_name="steps_per_epoch"):
         self.dataset = dataset
         self.name = name
         cardinality = int(dataset.cardinality())
@@ -61,12 +62,12 @@ class Batches:
         if steps_per_epoch is not None:
             if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
                     or steps_per_epoch < 1:
-                raise ValueError(f"Expected a positive integer `steps_per_epoch`. "
-                                 f"Received: steps_per_epoch={steps_per_epoch!r}")
+                raise ValueError(f"Expected a positive integer `{steps_name}`. "
+                                 f"Received: {steps_name}={steps_per_epoch!r}")
         elif self.infinite:
             raise ValueError(
                 f"`{name}` is an infinitely repeated dataset, so an epoch never ends: pass "
-                f"`steps_per_epoch` (batches per epoch). Received: steps_per_epoch=None")
+                f"`{steps_name}` (batches per epoch). Received: {steps_name}=None")
         self.steps_per_epoch = steps_per_epoch
         self._iterator = None
         self._read = 0  # batches read from the current pass
@@ -138,7 +139,7 @@ class Batches:
 
 
 def batches(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, class_weight=None,
-            steps_per_epoch=None, name="x"):
+            steps_per_epoch=None, name="x", steps_name="steps_per_epoch"):
     """`Batches` of what `fit` takes as `x`, `y`, `sample_weight` (the same argument rules)."""
     if _is_arrays(x) and batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE
@@ -158,7 +159,7 @@ def batches(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, cl
     if _is_arrays(x):
         dataset = dataset.with_options(untuned_options())
     rereadable = _is_arrays(x) or isinstance(x, tf.data.Dataset)
-    batches = Batches(dataset, steps_per_epoch, name, rereadable)
+    batches = Batches(dataset, steps_per_epoch, name, rereadable, steps_name)
     first = tf.nest.flatten(dataset.element_spec)[0]  # arrays: unknown (a partial last batch)
     batches.batch_size = batch_size if _is_arrays(x) else first.shape[0] if first.shape else None
     if _is_arrays(x) and batch_size:  # arrays: whether the last batch is a full one is known
@@ -178,7 +179,7 @@ def validation_batches(validation_data, *, batch_size=None, steps=None):
     else:
         x, y, weight = validation_data, None, None
     return batches(x, y, weight, batch_size=batch_size, steps_per_epoch=steps,
-                   name="validation_data")
+                   name="validation_data", steps_name="validation_steps")
 
 
 def split_for_validation(x, y, sample_weight, validation_split):

@@ -108,7 +108,17 @@ def cpu_devices(count):
 
 
 def explicit(strategy):
-    """`strategy`, or `None` for no strategy or TensorFlow's default (one-device) strategy."""
+    """`strategy`, or `None` for no strategy or TensorFlow's default (one-device) strategy.
+
+    Raises:
+        ValueError: `strategy` is a name: the model must have been built in the strategy's
+            scope, so `train` takes the strategy itself.
+    """
+    if isinstance(strategy, str):
+        raise ValueError(f"Expected a tf.distribute.Strategy in whose scope the model was built. "
+                         f"Received: strategy={strategy!r}; make one with "
+                         f"spec_impl.make_strategy({strategy!r}) and build the model in its "
+                         f"scope().")
     default = strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy"
     return None if default else strategy
 

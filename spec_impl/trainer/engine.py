@@ -20,6 +20,7 @@ to the training writer); the regularization and `add_loss` terms are part of the
 
 import contextlib
 import functools
+import os
 import warnings
 
 import keras
@@ -105,6 +106,9 @@ def _scalar(tag, value):
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
+# The loss a step reports when its update made a weight non-finite although its loss and
+# gradients were finite (a loss can be +inf, as log(0); -inf is what no usual loss reaches).
+WEIGHTS_OVERFLOWED = float("-inf")
 NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 ON_NAN = ("stop", "skip")
 # The XLA group unrolls at most this many steps in one program: its compilation grows with the
@@ -221,6 +225,8 @@ class Trainer:
         self._step_counts = {}
         self.train_writer = self.val_writer = None
         if log_dir is not None:
+            for side in ("train", "validation") if "://" not in str(log_dir) else ():
+                os.makedirs(os.path.join(log_dir, side), exist_ok=True)  # with the user's umask
             self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
             self.val_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
         self._free_batch = not _fixed_batch(model)
@@ -406,8 +412,20 @@ class Trainer:
         """One train step on one device: `(loss, logs)`, the model's own step or the package's."""
         if self.custom_train_step:
             logs = _flat(self.model.train_step(data))
-            return _checked_value(logs), logs
-        return self._train_step(data), self.model.get_metrics_result()
+            return self._nan_unless_finite_weights(_checked_value(logs)), logs
+        return self._nan_unless_finite_weights(self._train_step(data)), self.model.get_metrics_result()
+
+    def _nan_unless_finite_weights(self, value):
+        """`value` (the step's checked loss), or `WEIGHTS_OVERFLOWED` when the loss and the
+        gradients were finite but the update left a trainable weight non-finite (an optimizer
+        overflow: `Adam(epsilon=0)` on a zero gradient, a huge learning rate), so that the run
+        stops where the loss is checked and the loop can tell the two apart."""
+        variables = self.model.trainable_variables
+        if not variables:
+            return value
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+        overflowed = tf.logical_and(tf.logical_not(finite), tf.math.is_finite(value))
+        return tf.where(overflowed, tf.constant(WEIGHTS_OVERFLOWED, value.dtype), value)
 
     def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

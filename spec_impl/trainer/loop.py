@@ -7,18 +7,20 @@ checkpoints (resumed from), batch-norm recalibration, validation.
 
 import contextlib
 import dataclasses
+import signal
 import time
 import warnings
 
 import keras
 import tensorflow as tf
 
+from spec_impl.saving import non_finite_weights
 from spec_impl.trainer import data as data_lib
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
 from spec_impl.trainer.checkpointing import TrainingCheckpoint, remove_leftovers, run_settings
 from spec_impl.trainer.checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path, explicit
-from spec_impl.trainer.engine import MAX_SKIPPED, NON_FINITE, Trainer
+from spec_impl.trainer.engine import MAX_SKIPPED, NON_FINITE, WEIGHTS_OVERFLOWED, Trainer
 from spec_impl.trainer.lock import CheckpointLock
 from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
 
@@ -119,7 +121,8 @@ class FitLoop:
         """Stop on SIGTERM: checkpoint at (`epoch`, `step`) if `save` and raise."""
         if save and ckpt is not None:
             ckpt.save(epoch, step)
-        raise TrainingPreempted(epoch, step, None if ckpt is None else ckpt.latest)
+        raise TrainingPreempted(epoch, step, None if ckpt is None else ckpt.latest,
+                                self.watch.signal or signal.SIGTERM)
 
     def _epochs(self, train, val, ckpt):
         o, model, trainer = self.options, self.model, self.trainer
@@ -218,7 +221,7 @@ class FitLoop:
                 self._timed(setting, started, ran, callbacks, ckpt)
             previous, step, last = step, step + ran, logs
             if trainer.on_nan == "skip":  # a host read per call, in this mode only
-                skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count)
+                skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count, ckpt)
             callbacks.on_train_batch_end(step - 1, logs)
             if ckpt is not None and self.options.checkpoint_every \
                     and step // self.options.checkpoint_every > previous // self.options.checkpoint_every:
@@ -265,6 +268,8 @@ class FitLoop:
     def _non_finite(self, epoch, failed, ckpt):
         trainer = self.trainer
         where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+        if float(trainer.last_loss.numpy()) == WEIGHTS_OVERFLOWED:
+            self._check_weights(epoch, failed, where)
         after = "" if trainer.on_nan == "stop" else \
             f" ({trainer.max_skipped} consecutive steps skipped)"
         raise FloatingPointError(
@@ -272,12 +277,23 @@ class FitLoop:
             f"step {failed}{after}: training stopped, no checkpoint written after it{where}"
         ) from None
 
-    @staticmethod
-    def _warn_skipped(trainer, before, epoch, offset):
+    def _check_weights(self, epoch, step, where):
+        """Stop when a weight is not finite: an update that overflowed cannot be skipped (it
+        has been applied), and its weights are never saved."""
+        weights = non_finite_weights(self.model)
+        if weights:
+            raise FloatingPointError(
+                f"{weights} after epoch {epoch + 1}, step {step}: the optimizer's update "
+                f"overflowed (check the learning rate and the optimizer's epsilon); training "
+                f"stopped, no checkpoint written after it{where}")
+
+    def _warn_skipped(self, trainer, before, epoch, offset, ckpt):
         """Warn about the steps `on_nan="skip"` left out in the last call; returns the total."""
         now = int(trainer.skipped.numpy())
         if now > before:
             last = offset + int(trainer.last_skipped.numpy())
+            self._check_weights(epoch, last, "" if ckpt is None else
+                                f"; the last good checkpoint is {ckpt.latest}")
             warnings.warn(f"Skipped {now - before} step(s) with a non-finite loss or gradient "
                           f"in epoch {epoch + 1}, the last at step {last}: their updates were "
                           f"not applied and they are left out of the epoch's loss and metrics.",
