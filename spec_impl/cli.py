@@ -202,8 +202,10 @@ def _model_specs(args):
         try:
             shape = tuple(int(d) for d in args.input_shape.split(","))
         except ValueError:
-            raise ValueError(f"--input-shape {args.input_shape!r}: expected sizes separated by "
-                             f"commas, e.g. 28,28,1") from None
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ValueError(f"--input-shape {args.input_shape!r}: expected positive sizes "
+                             f"separated by commas, e.g. 28,28,1")
     return [WorkloadSpec(parse_model(m), args.batch_size, shape, args.loss) for m in args.model]
 
 

@@ -63,15 +63,16 @@ def assert_same_state(model, reference):
 
 
 class SigtermAt(keras.callbacks.Callback):
-    """Send this process a real SIGTERM at a hook: `("batch", epoch, step)` at the start of that
-    call, `("epoch", epoch)` at that epoch's end, `("validation", epoch)` as validation starts."""
+    """Send this process a real SIGTERM (or `signum`) at a hook: `("batch", epoch, step)` at the
+    start of that call, `("epoch", epoch)` at that epoch's end, `("validation", epoch)` as
+    validation starts."""
 
-    def __init__(self, where):
+    def __init__(self, where, signum=signal.SIGTERM):
         super().__init__()
-        self.where, self.epoch = where, 0
+        self.where, self.epoch, self.signum = where, 0, signum
 
     def _kill(self):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), self.signum)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from spec_impl.bench.settings import DEFAULT_BATCH, USER_BATCH, WORKLOADS
+from spec_impl.saving import load_model_checked
 from spec_impl.trainer.checks import is_sparse
 from spec_impl.trainer.data import untuned_options
 
@@ -79,23 +80,43 @@ def parse_model(text):
 
 
 def _load_user_model(name):
+    """The user's model; whatever goes wrong in their file or code is one `ValueError` that
+    names `--model` and their error."""
     if name.endswith(".keras"):
-        return keras.models.load_model(name)
+        try:
+            return load_model_checked(name)
+        except Exception as error:  # a truncated archive, an unregistered custom object, ...
+            raise ValueError(f"--model {name}: cannot load it ({_said(error)})") from None
     module, _, function = name.partition(":")
     try:
         make = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"--model {name}: cannot import {function} from {module} ({error})") from None
-    model = make()
+    except Exception as error:  # not found, or the module raised while being imported
+        raise ValueError(f"--model {name}: cannot import {function} from {module} "
+                         f"({_said(error)})") from None
+    try:
+        model = make()
+    except Exception as error:  # e.g. a function that needs arguments
+        raise ValueError(f"--model {name}: {function}() raised {_said(error)}; expected a "
+                         f"function that takes no arguments and returns a keras.Model") from None
     if not isinstance(model, keras.Model):
         raise ValueError(f"--model {name}: {function}() returned a {type(model).__name__}, "
                          f"expected a keras.Model")
     return model
 
 
+def _said(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def _inputs(model, input_shape, batch, rng, name):
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) > 1:  # several named inputs: a dict, as `fit` takes them
+        variable = [f"{i.name} {tuple(i.shape[1:])}" for i in inputs if None in i.shape[1:]]
+        if variable:
+            raise ValueError(f"--model {name}: the inputs {', '.join(variable)} have sizes the "
+                             f"model leaves open (None); the bench times fixed shapes: give "
+                             f"each keras.Input a complete shape")
         return {i.name: rng.random((batch, *i.shape[1:])) for i in inputs}
     shape = input_shape or (tuple(inputs[0].shape[1:]) if inputs else None)
     if shape is None or any(d is None for d in shape):

@@ -152,13 +152,12 @@ class TrainingCheckpoint:
         self.lock = lock
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            model=_indexed(trainer.model.variables),
-            optimizer=_indexed([v for o in trainer.optimizers() for v in o.variables]),
-            state=_indexed(trainer.state_variables()),
-            epoch=self.epoch,
-            step=self.step,
-        )
+        self.groups = {
+            "model": _indexed(trainer.model.variables),
+            "optimizer": _indexed([v for o in trainer.optimizers() for v in o.variables]),
+            "state": _indexed(trainer.state_variables()),  # the metrics' running totals, ...
+        }
+        self.checkpoint = tf.train.Checkpoint(**self.groups, epoch=self.epoch, step=self.step)
         self.checkpoint.save_counter  # noqa: B018  (created now, so every checkpoint holds it)
 
     def _prefix(self, folder, number):
@@ -253,19 +252,42 @@ class TrainingCheckpoint:
             recorded = self._recorded(path)
             try:
                 with _readable(path) as readable:
+                    reader = tf.train.load_checkpoint(readable)
+                    self._refuse_other_settings(path, recorded, reader)
+                    difference = self._difference(reader)
+                    if difference:  # read, but not these variables
+                        raise self._mismatch(path, recorded, difference)
                     self.checkpoint.restore(readable).assert_existing_objects_matched()
-            except (AssertionError, ValueError) as error:  # read, but not these variables
-                raise self._mismatch(path, recorded, _first_line(error)) from None
+            except CheckpointMismatchError:
+                raise
             except Exception as error:  # a truncated file raises IndexError, a missing one OpError
                 failures.append(f"{path} ({_first_line(error)})")
                 continue
             self._warn_skipped(failures, path, numbers[0])
-            self._compare(path, recorded, rate)
+            self._apply_learning_rate(path, recorded, rate)
             return int(self.epoch.numpy()), int(self.step.numpy())
         if failures:
             raise CheckpointUnreadableError(
                 f"No checkpoint in {self.directory} can be restored: {'; '.join(failures)}. "
                 f"Restore a copy of the folder, or move it away to start over.")
+        return None
+
+    def _difference(self, reader):
+        """How the checkpoint's variables differ from this run's (count, shape, dtype of each
+        group: model, optimizer, state), or `None`."""
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+        for group, variables in self.groups.items():
+            saved = sorted(k for k in shapes if k.startswith(f"{group}/"))
+            if len(saved) != len(variables):
+                return (f"{len(saved)} {group} variables in the checkpoint, {len(variables)} in "
+                        f"this run")
+            for name, variable in variables.items():
+                key = f"{group}/{name}/.ATTRIBUTES/VARIABLE_VALUE"
+                here = (tuple(variable.shape), tf.as_dtype(variable.dtype).name)
+                there = (tuple(shapes.get(key, ())), dtypes[key].name if key in dtypes else None)
+                if here != there:
+                    return (f"{group} variable {name} ({variable.path}) is {there[1]} {there[0]} "
+                            f"in the checkpoint, {here[1]} {here[0]} in this run")
         return None
 
     def _warn_skipped(self, failures, path, newest):
@@ -286,18 +308,18 @@ class TrainingCheckpoint:
         except (OSError, ValueError):
             return {}  # written before settings were recorded, or lost: nothing to compare
 
-    def _mismatch(self, path, recorded, detail):
+    def _mismatch(self, path, recorded, difference):
         was = _described(recorded) or "settings not recorded"
         return CheckpointMismatchError(
-            f"The checkpoint {path} is intact but holds other variables than this run's "
-            f"({detail}). It was trained with: {was}; this run has: "
+            f"The checkpoint {path} is intact but holds other variables than this run's: "
+            f"{difference}. It was trained with: {was}; this run has: "
             f"{_described(self.settings)}. To continue it, use the model, optimizer, metrics "
             f"and precision it was trained with; to start a new run, use another checkpoint "
             f"folder.")
 
-    def _compare(self, path, recorded, rate):
-        """Refuse a resume whose settings cannot continue the checkpoint; apply (and announce)
-        a new learning rate."""
+    def _refuse_other_settings(self, path, recorded, reader):
+        """Refuse a resume whose settings cannot continue the checkpoint: another optimizer or
+        precision, or mid-epoch another batch size (checked before anything is restored)."""
         current = self.settings
         if not current:  # nothing to compare with
             return
@@ -307,14 +329,17 @@ class TrainingCheckpoint:
                     f"The checkpoint {path} was trained with {key} {recorded[key]}; this run has "
                     f"{key} {current.get(key)}. To continue it, use {key} {recorded[key]}; to "
                     f"start a new run with {current.get(key)}, use another checkpoint folder.")
-        if int(self.step.numpy()) and recorded.get("batch_size") is not None \
+        step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        if step and recorded.get("batch_size") is not None \
                 and current.get("batch_size") != recorded["batch_size"]:
             raise CheckpointMismatchError(
-                f"The checkpoint {path} stopped mid-epoch (step {int(self.step.numpy())}) with "
-                f"batch size {recorded['batch_size']}; this run has batch size "
-                f"{current.get('batch_size')}, which would count that step in other batches. "
-                f"To continue it, use batch size {recorded['batch_size']} (another one is "
-                f"accepted from an epoch's end).")
+                f"The checkpoint {path} stopped mid-epoch (step {step}) with batch size "
+                f"{recorded['batch_size']}; this run has batch size {current.get('batch_size')}, "
+                f"which would count that step in other batches. To continue it, use batch size "
+                f"{recorded['batch_size']} (another one is accepted from an epoch's end).")
+
+    def _apply_learning_rate(self, path, recorded, rate):
+        """Keep this run's learning rate `rate` over the restored one, and say so."""
         saved = recorded.get("learning_rate")
         if rate is not None and saved is not None and not math.isclose(rate, saved, rel_tol=1e-6):
             optimizer = getattr(self.trainer.optimizer, "inner_optimizer", self.trainer.optimizer)

@@ -367,7 +367,7 @@ class Trainer:
         else:
             step = self._train_step if kind == "train" else self._test_step
         spec = element_spec if self._free_batch else None
-        return self._distributed(_compile(step, mode, spec), custom)
+        return self._distributed(_compile(step, mode, spec), custom, updates=kind == "train")
 
     # ---- the numeric steps: one for one device and for each replica ----
 
@@ -494,11 +494,12 @@ class Trainer:
                                 if g is not None])
         return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
 
-    def _distributed(self, step, custom=False):
+    def _distributed(self, step, custom=False, updates=False):
         """`step` run on every replica (or on the one device), returning `(loss, logs)`: the
         package's step returns the loss and its logs are the model's metrics (read across
         replicas); a model's own step returns its logs, reduced over replicas as `fit` reduces
-        them, and the loss checked is read from them."""
+        them, and the loss checked is read from them. With `updates` (a train step), the loss
+        checked becomes `WEIGHTS_OVERFLOWED` when the update left a weight non-finite."""
 
         def run(data):
             if self.strategy is None:
@@ -511,9 +512,11 @@ class Trainer:
         def with_logs(data):
             if custom:
                 logs = _flat(run(data))
-                return _checked_value(logs), logs
-            loss = run(data)
-            return loss, self.model.get_metrics_result()
+                loss = _checked_value(logs)
+            else:
+                loss = run(data)
+                logs = self.model.get_metrics_result()
+            return (self._nan_unless_finite_weights(loss) if updates else loss), logs
 
         with_logs.traced = step  # the compiled step itself (its traces, its compiler IR)
         return with_logs
@@ -537,7 +540,8 @@ class Trainer:
         self.last_loss.assign(tf.cast(loss, tf.float32))
         if self.on_nan == "stop":
             tf.debugging.Assert(tf.math.is_finite(loss), [NON_FINITE])
-        else:
+        else:  # an overflowed update has been applied: it cannot be skipped, it stops
+            tf.debugging.Assert(tf.not_equal(loss, WEIGHTS_OVERFLOWED), [NON_FINITE])
             bad = tf.logical_not(tf.math.is_finite(loss))
             self.skipped.assign_add(tf.cast(bad, tf.int64))
             self.skipped_in_a_row.assign(tf.where(bad, self.skipped_in_a_row + 1, 0))

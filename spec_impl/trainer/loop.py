@@ -49,6 +49,12 @@ class FitOptions:
     recalibrate_bn: bool = False
 
 
+def _last_good(ckpt):
+    """`"; the last good checkpoint is ..."` for a failure's message, or `""` without one."""
+    latest = None if ckpt is None else ckpt.latest
+    return f"; the last good checkpoint is {latest}" if latest else ""
+
+
 def _should_validate(epoch, freq):
     """`fit`'s `validation_freq`: every `freq` epochs, or the epochs (from 1) listed."""
     if isinstance(freq, int):
@@ -267,7 +273,7 @@ class FitLoop:
 
     def _non_finite(self, epoch, failed, ckpt):
         trainer = self.trainer
-        where = "" if ckpt is None else f"; the last good checkpoint is {ckpt.latest}"
+        where = _last_good(ckpt)
         if float(trainer.last_loss.numpy()) == WEIGHTS_OVERFLOWED:
             self._check_weights(epoch, failed, where)
         after = "" if trainer.on_nan == "stop" else \
@@ -292,8 +298,7 @@ class FitLoop:
         now = int(trainer.skipped.numpy())
         if now > before:
             last = offset + int(trainer.last_skipped.numpy())
-            self._check_weights(epoch, last, "" if ckpt is None else
-                                f"; the last good checkpoint is {ckpt.latest}")
+            self._check_weights(epoch, last, _last_good(ckpt))
             warnings.warn(f"Skipped {now - before} step(s) with a non-finite loss or gradient "
                           f"in epoch {epoch + 1}, the last at step {last}: their updates were "
                           f"not applied and they are left out of the epoch's loss and metrics.",
