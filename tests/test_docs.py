@@ -43,3 +43,14 @@ def test_the_pages_the_readme_promises_are_there():
                  "faults"):
         assert f"(docs/{page}.md)" in readme
     assert len(readme.splitlines()) <= 150
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids(PAGES))
+def test_every_test_named_exists(page):
+    # a row of docs/faults.md names its tests by function name after the first one's path
+    defined = {m for f in (ROOT / "tests").rglob("test_*.py")
+               for m in re.findall(r"^\s*def (test_\w+)\(", f.read_text(), re.M)}
+    defined |= {m for f in (ROOT / "benchmarks").rglob("*.py")
+                for m in re.findall(r"^\s*def (test_\w+)\(", f.read_text(), re.M)}
+    named = set(re.findall(r"`(?:[\w/.]+::)?(test_\w+)`", page.read_text()))
+    assert sorted(named - defined) == []

@@ -360,15 +360,18 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
         max_skipped: see `on_nan` (default 10).
 
     Faults (`docs/faults.md`):
-        - `SIGTERM` (preemption): the compiled call in flight finishes, a checkpoint is written
-          at that step (with `checkpoint_dir`) and `TrainingPreempted` is raised; a rerun
-          resumes from it, bit-identical to an uninterrupted run. On a cluster every worker
-          stops at the same step.
-        - `checkpoint_dir` is locked for the run (`spec_impl.lock` there, with the owner's pid
-          and host): a second run on it raises `CheckpointFolderLocked`; a lock left by a
-          process that is gone is taken over with a warning.
-        - A latest checkpoint that cannot be read is skipped with a warning and the newest
-          readable one restored; a checkpoint that cannot be written raises
+        - `SIGTERM` (preemption) or `SIGINT` (Ctrl-C): the compiled call in flight finishes, a
+          checkpoint is written at that step (with `checkpoint_dir`) and `TrainingPreempted` is
+          raised; a rerun resumes from it, bit-identical to an uninterrupted run. On a cluster
+          every worker stops at the same step.
+        - `checkpoint_dir` is locked for the run (an `flock` on `spec_impl.lock` there, which
+          names the owner's pid and host): a second run on it raises `CheckpointFolderLocked`;
+          a lock whose process has ended is taken over with a warning.
+        - Checkpoints are found by their files: a lost index is rebuilt with a warning, a
+          latest checkpoint that cannot be read is skipped with a warning and the newest
+          readable one restored; one trained with another optimizer, precision, model or
+          (mid-epoch) batch size raises `CheckpointMismatchError`; a new learning rate is
+          applied with a warning. A checkpoint that cannot be written raises
           `CheckpointWriteError`, and the previous one stays the latest.
 
     Returns:
@@ -380,9 +383,9 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
             without `steps_per_epoch`, data the model cannot take, labels out of range, or a
             model built outside `strategy`'s scope (all before the first step).
         FloatingPointError: a non-finite loss or gradient (checked inside the compiled call; a
-            step with a non-finite gradient reports its loss as nan); no checkpoint is written
-            after it.
-        TrainingPreempted: `SIGTERM` was received (see above).
+            step with a non-finite gradient reports its loss as nan), or non-finite weights
+            after an update (under `on_nan="skip"` too); no checkpoint is written after it.
+        TrainingPreempted: `SIGTERM` or `SIGINT` was received (see above).
     """
     strategy = explicit(strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
