@@ -164,13 +164,18 @@ def cmd_train(args):
     return 0
 
 
+def check_json_path(args):
+    """Refuse, before any work, a --json that could not be written."""
+    if args.json:
+        output_file(args.json, "--json")
+
+
 def check_bench_paths(args):
     """Refuse, before the benchmark runs, a --json or --plot that could not be written and a
     --model file that cannot be read."""
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path:
-            output_file(path, flag)
+    check_json_path(args)
     if args.plot:
+        output_file(args.plot, "--plot")
         from spec_impl._plot import new_figure
 
         formats = new_figure((1, 1)).canvas.get_supported_filetypes()
@@ -215,7 +220,7 @@ def cmd_bench(args):
     import tensorflow as tf
 
     from spec_impl.bench.plot import plot
-    from spec_impl.bench.report import format_tables, write_json
+    from spec_impl.bench.report import format_tables
     from spec_impl.bench.suite import run_suite
 
     if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
@@ -230,12 +235,27 @@ def cmd_bench(args):
         print(f"spec-impl bench: {e}", file=sys.stderr)
         return 2
     print(format_tables(results))
-    if args.json:
-        write_json(results, args.json)
-        print(f"JSON: {args.json}")
-    if args.plot:
-        plot(results, args.plot)
-        print(f"plot: {args.plot}")
+    return _write_outputs(args, results, plot)
+
+
+def _write_outputs(args, results, plot=None):
+    """Write `--json` (and `--plot`); a write that fails after the run (a full disk) is one
+    line naming the file, exit 1: the tables printed above are complete."""
+    from spec_impl.bench.report import write_json
+
+    outputs = [("JSON", args.json, write_json)]
+    if plot is not None:
+        outputs.append(("plot", args.plot, plot))
+    for what, path, write in outputs:
+        if not path:
+            continue
+        try:
+            write(results, path)
+        except OSError as error:
+            print(f"spec-impl {args.command}: could not write {path}: "
+                  f"{error.strerror or error} (the tables above are complete)", file=sys.stderr)
+            return 1
+        print(f"{what}: {path}")
     return 0
 
 
@@ -249,28 +269,21 @@ def _bench_distributed(args):
 
     devices = args.devices or 2
     cpu_devices(devices)  # before anything initialises TensorFlow's devices
-    from spec_impl.bench.report import format_distributed, write_json
+    from spec_impl.bench.report import format_distributed
     from spec_impl.bench.suite import run_distributed_suite
 
     results = run_distributed_suite(devices, _bench_settings(args),
                                     log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_distributed(results))
-    if args.json:
-        write_json(results, args.json)
-        print(f"JSON: {args.json}")
-    return 0
+    return _write_outputs(args, results)
 
 
 def cmd_idioms(args):
-    from spec_impl.bench.report import write_json
     from spec_impl.idioms import format_matrix, matrix
 
     result = matrix()
     print(format_matrix(result))
-    if args.json:
-        write_json(result, args.json)
-        print(f"JSON: {args.json}")
-    return 0
+    return _write_outputs(args, result)
 
 
 def _add_strategy_arguments(parser, default_help):
@@ -342,7 +355,7 @@ def build_parser():
 
     p = sub.add_parser("idioms", help="the documents' Keras-2 idioms run on Keras 3 and on tf-keras")
     p.add_argument("--json", default=None, help="write the matrix to this JSON file")
-    p.set_defaults(func=cmd_idioms)
+    p.set_defaults(func=cmd_idioms, check=check_json_path)
     return parser
 
 

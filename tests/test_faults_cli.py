@@ -176,6 +176,7 @@ def _bad_paths(tmp_path):
         (["bench", "--plot", str(tmp_path / "missing" / "b.png")],
          f"the folder {tmp_path / 'missing'} does not exist"),
         (["bench", "--plot", str(tmp_path / "chart.xyz")], "unknown image format 'xyz'"),
+        (["idioms", "--json", str(folder)], f"--json {folder}: expected a file name, but it is a folder"),
         (["train", "--out", str(a_file)], f"--out {a_file}: expected a folder, but it is a file"),
         (["train", "--out", str(a_file / "run")], f"cannot create a folder there: {a_file} is a file"),
         (["train", "--out", str(out_with["checkpoints"])],
@@ -213,6 +214,24 @@ def test_a_read_only_out_is_refused_before_training(tmp_path, capsys):
         assert main(["train", "--out", str(out / "run")]) == 2
     why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"  # mount or chmod
     assert capsys.readouterr().err == f"spec-impl train: --out {out / 'run'}: cannot write in {out} ({why})\n"
+
+
+def test_a_result_file_that_cannot_be_written_after_the_run_is_one_line(tmp_path, capsys):
+    import argparse
+
+    from test_faults_edges import read_only
+
+    from spec_impl.cli import _write_outputs
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    args = argparse.Namespace(command="bench", json=str(folder / "b.json"), plot=None)
+    with read_only(folder):
+        assert _write_outputs(args, {"rows": []}) == 1
+    why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert capsys.readouterr().err == (f"spec-impl bench: could not write {folder / 'b.json'}: "
+                                       f"{why} (the tables above are complete)\n")
+    assert list(folder.iterdir()) == []
 
 
 def _user_module(tmp_path, monkeypatch):
