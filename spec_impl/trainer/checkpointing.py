@@ -167,8 +167,10 @@ class TrainingCheckpoint:
     def latest(self):
         """Path prefix of the newest checkpoint this run writes to (`write_directory`), or
         `None`."""
-        numbers = checkpoint_numbers(self.write_directory)
-        return self._prefix(self.write_directory, numbers[0]) if numbers else None
+        folder = self.write_directory
+        complete = [n for n in checkpoint_numbers(folder)
+                    if os.path.exists(f"{self._prefix(folder, n)}.index")]
+        return self._prefix(folder, complete[0]) if complete else None
 
     def save(self, epoch, step):
         """Record that `epoch` epochs and `step` further steps are done, and write a checkpoint
@@ -191,18 +193,19 @@ class TrainingCheckpoint:
             os.makedirs(folder, exist_ok=True)  # with the user's umask (TensorFlow's ignores it)
             self.checkpoint.write(prefix)
             write_atomic_text(f"{prefix}.json", json.dumps(self.settings, indent=1) + "\n")
+            self._prune(folder)
         except (tf.errors.OpError, OSError) as error:
             message = getattr(error, "message", None) or str(error)
             raise CheckpointWriteError(
                 f"Could not write a checkpoint to {folder} (epoch {epoch}, step {step}): "
                 f"{message.splitlines()[0] if message else type(error).__name__}. The latest "
                 f"checkpoint is still {self.latest}.") from error
-        self._prune(folder)
         return prefix
 
     def _check_finite(self, epoch, step):
-        check_finite_weights(self.trainer.model, f"not checkpointed at epoch {epoch}, step {step}; "
-                                                 f"the last good checkpoint is {self.latest}")
+        last = f"; the last good checkpoint is {self.latest}" if self.latest else ""
+        check_finite_weights(self.trainer.model,
+                             f"not checkpointed at epoch {epoch}, step {step}{last}")
 
     def _prune(self, folder):
         """Keep the newest `max_to_keep` checkpoints (removed by name, never by a glob) and
