@@ -271,7 +271,7 @@ def test_a_user_model_needs_a_loss_and_an_input_shape(tmp_path):
     proc = _bench(["--model", "my_models:missing", "--loss", "mse"], tmp_path)
     assert proc.returncode == 2 and "cannot import missing from my_models" in proc.stderr
     proc = _bench(["--model", "absent.keras"], tmp_path)
-    assert proc.returncode == 2 and "--model absent.keras: no such .keras file" in proc.stderr
+    assert proc.returncode == 2 and "--model absent.keras: no such file" in proc.stderr
 
 
 def test_labels_fit_the_loss():
