@@ -36,6 +36,9 @@ def quiet(_message):
 def record(benchmark, rows=(), ratios=(), **extra):
     """Put a measurement's rows and ratios into `extra_info`; check every ratio's record."""
     for ratio in ratios:
-        assert set(ratio) == {"name", "workload", "value", "low", "high", "verdict"}
-        assert ratio["low"] <= ratio["value"] <= ratio["high"] and ratio["verdict"] in VERDICTS
+        assert set(ratio) == {"name", "workload", "value", "low", "high", "verdict", "rounds"}
+        if ratio["low"] is None:  # too few rounds (--smoke): no interval, no verdict
+            assert ratio["high"] is None and ratio["verdict"] is None
+        else:
+            assert ratio["low"] <= ratio["value"] <= ratio["high"] and ratio["verdict"] in VERDICTS
     benchmark.extra_info.update({"rows": list(rows), "ratios": list(ratios), **extra})

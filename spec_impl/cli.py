@@ -3,6 +3,7 @@
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 
@@ -72,6 +73,29 @@ def _positive_float(text):
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
     return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, received {text!r}")
+    return value
+
+
+_RUNNER = re.compile(r"^(eager|function|xla|(loop|fit|xla_loop|fit_xla)_k[1-9]\d*)$")
+
+
+def _runner_list(text):
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not _RUNNER.match(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected runner names separated by commas (eager, function, xla, loop_kN, fit_kN, "
+            f"xla_loop_kN, fit_xla_kN), received {text!r}")
+    return names
 
 
 def cmd_summary(args):
@@ -171,8 +195,16 @@ def check_json_path(args):
 
 
 def check_bench_paths(args):
-    """Refuse, before the benchmark runs, a --json or --plot that could not be written and a
-    --model file that cannot be read."""
+    """Refuse, before the benchmark runs, a --json or --plot that could not be written, a
+    --model or --compare file that cannot be read, and options that do not go together."""
+    if args.compare:
+        if len(args.compare) > 2:
+            raise BadPath(f"--compare takes BASE.json and at most NEW.json; received "
+                          f"{len(args.compare)} files")
+        for path in args.compare:
+            input_file(path, "--compare")
+    elif args.fail_on_slower is not None or args.force:
+        raise BadPath("--fail-on-slower and --force apply to --compare")
     check_json_path(args)
     if args.plot:
         output_file(args.plot, "--plot")
@@ -191,7 +223,8 @@ def check_bench_paths(args):
 def _bench_settings(args):
     from spec_impl.bench import BenchSettings
 
-    return BenchSettings("smoke" if args.smoke else "quick" if args.quick else "full")
+    return BenchSettings("smoke" if args.smoke else "quick" if args.quick else "full",
+                         runners=args.runners)
 
 
 def _model_specs(args):
@@ -221,21 +254,120 @@ def cmd_bench(args):
 
     from spec_impl.bench.plot import plot
     from spec_impl.bench.report import format_tables
-    from spec_impl.bench.suite import run_suite
 
     if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
         print("spec-impl bench: --device gpu, but TensorFlow sees no GPU on this machine.",
               file=sys.stderr)
         return 2
+    if args.compare:
+        return _bench_compare(args)
     try:
-        models = _model_specs(args)
-        results = run_suite(_bench_settings(args), device=args.device, models=models,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+        results = _run_bench(args, _bench_settings(args), _model_specs(args), args.device)
     except ValueError as e:
         print(f"spec-impl bench: {e}", file=sys.stderr)
         return 2
+    except _Stopped as stop:
+        return stop.report(args)
     print(format_tables(results))
     return _write_outputs(args, results, plot)
+
+
+class _Stopped(Exception):
+    """The benchmark was stopped by SIGTERM or SIGINT; holds the tables finished."""
+
+    def __init__(self, signum, results):
+        super().__init__(signum)
+        self.signum, self.results = signum, results
+
+    def report(self, args):
+        import signal
+
+        finished = len({r["workload"] for r in (self.results or {}).get("train_steps", [])})
+        where = f"; {args.json} holds them" if args.json and finished else ""
+        print(f"spec-impl bench: stopped by {signal.Signals(self.signum).name} after {finished} "
+              f"finished table(s){where}.", file=sys.stderr)
+        return 128 + self.signum
+
+
+def _run_bench(args, settings, models, device):
+    """`run_suite`, writing `--json` after every table (a stopped run keeps what it finished)
+    and turning SIGTERM and SIGINT into `_Stopped`."""
+    import signal
+
+    from spec_impl.bench.report import format_workload, write_json
+    from spec_impl.bench.suite import run_suite
+
+    done = {}
+
+    def on_table(results):
+        done["results"] = results
+        if results["train_steps"]:
+            print(format_workload(results, results["train_steps"][-1]["workload"]),
+                  file=sys.stderr, flush=True)
+        if args.json:
+            write_json(results, args.json)
+
+    def stop(signum, frame):
+        raise _Stopped(signum, done.get("results"))
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run_suite(settings, device=device, models=models, on_table=on_table,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _bench_compare(args):
+    """`--compare BASE [NEW]`: the table (and `--plot`), exit 1 under `--fail-on-slower` when a
+    runner is slower by more than that percentage, 2 for files that cannot be compared."""
+    from spec_impl.bench import BenchSettings, WorkloadSpec
+    from spec_impl.bench.compare import (
+        IncomparableError,
+        compare_results,
+        format_comparison,
+        load_results,
+        regressions,
+    )
+    from spec_impl.bench.plot import plot_comparison
+    from spec_impl.bench.report import write_json
+    from spec_impl.bench.stats import format_ratio
+
+    try:
+        base = load_results(args.compare[0])
+        if len(args.compare) == 2:
+            new, new_name = load_results(args.compare[1]), args.compare[1]
+        else:  # measure BASE's selection again, now
+            chosen = base["selection"]
+            settings = BenchSettings(chosen["level"], runners=None if chosen["runners"] is None
+                                     else tuple(chosen["runners"]))
+            models = None if chosen["models"] is None else [
+                WorkloadSpec(m["name"], m["batch_size"], None if m["input_shape"] is None
+                             else tuple(m["input_shape"]), m["loss"]) for m in chosen["models"]]
+            new = _run_bench(args, settings, models, base["machine"].get("device", "cpu"))
+            new_name = args.json or "this run"
+            if args.json:
+                write_json(new, args.json)
+        comparison = compare_results(base, new, force=args.force)
+    except (IncomparableError, ValueError) as e:
+        print(f"spec-impl bench: {e}", file=sys.stderr)
+        return 2
+    except _Stopped as stop:
+        return stop.report(args)
+    print(format_comparison(comparison, args.compare[0], new_name))
+    if args.plot:
+        plot_comparison(comparison, args.plot)
+        print(f"plot: {args.plot}")
+    if args.fail_on_slower is not None:
+        slower = regressions(comparison, args.fail_on_slower)
+        if slower:
+            print(f"spec-impl bench: slower by more than {args.fail_on_slower:g} %: "
+                  + ", ".join(f"{r['workload']}/{r['runner']} {format_ratio(r)}" for r in slower),
+                  file=sys.stderr)
+            return 1
+    return 0
+
 
 
 def _write_outputs(args, results, plot=None):
@@ -350,6 +482,16 @@ def build_parser():
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--plot", default=None, help="write a bar chart PNG here")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--runners", type=_runner_list, default=None, metavar="A,B,...",
+                   help="time only these runners (e.g. function,fit_k1,xla_loop_k8)")
+    p.add_argument("--compare", nargs="+", default=None, metavar="JSON",
+                   help="BASE.json [NEW.json]: the time ratio new / base of every runner in "
+                        "both, with an interval and a verdict (without NEW: measure BASE's "
+                        "selection again now)")
+    p.add_argument("--fail-on-slower", type=_non_negative_float, default=None, metavar="PCT",
+                   help="with --compare: exit 1 when a runner is slower by more than PCT %%")
+    p.add_argument("--force", action="store_true",
+                   help="with --compare: compare runs of different machines or versions")
     _add_strategy_arguments(p, "mirrored: time the loop on 1, 2, ... --devices replicas instead")
     p.set_defaults(func=cmd_bench, check=check_bench_paths)
 

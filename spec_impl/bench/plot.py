@@ -46,3 +46,27 @@ def plot(results, path):
     figure.tight_layout()
     save_figure_atomic(figure, path)
     return path
+
+
+def plot_comparison(comparison, path):
+    """Write the comparison chart to `path`: each runner's ratio new / base with its interval,
+    on a log axis (< 1: new is faster); returns `path`."""
+    from spec_impl._plot import new_figure
+
+    rows = comparison["rows"]
+    figure = new_figure((8, 0.3 * len(rows) + 1.5))
+    axes = figure.add_subplot()
+    y = np.arange(len(rows))
+    values = np.array([r["value"] for r in rows])
+    low = np.array([r["low"] if r["low"] is not None else r["value"] for r in rows])
+    high = np.array([r["high"] if r["high"] is not None else r["value"] for r in rows])
+    colours = {"faster": "tab:green", "slower": "tab:red"}
+    axes.errorbar(values, y, xerr=[values - low, high - values], fmt="none", ecolor="grey")
+    axes.scatter(values, y, c=[colours.get(r["verdict"], "tab:blue") for r in rows], zorder=3)
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_yticks(y, labels=[f"{r['workload']} {r['runner']}" for r in rows], fontsize=7)
+    axes.set_xscale("log")
+    axes.set_xlabel("time per step, new / base (log; < 1: new is faster), 95 % interval")
+    figure.tight_layout()
+    save_figure_atomic(figure, path)
+    return path

@@ -1,6 +1,6 @@
 """The tables `spec-impl bench` prints, and its JSON."""
 
-from spec_impl.bench.settings import EVAL_BATCH, EVAL_SAMPLES
+from spec_impl.bench.settings import EVAL_BATCH, EVAL_SAMPLES, NOISE_PCT
 from spec_impl.bench.stats import format_ratio
 from spec_impl.saving import write_atomic_text
 
@@ -17,6 +17,12 @@ def _machine_line(results):
     if peak:
         line += "; matmul peak " + ", ".join(f"{d} {g:.1f}" for d, g in peak.items()) + " GFLOP/s"
     return line
+
+
+def _megabytes(row):
+    """The runner's peak memory in MB: the device's on a GPU, else the host's."""
+    value = row.get("peak_device_bytes") or row.get("peak_host_bytes")
+    return None if value is None else value / 2**20
 
 
 def format_ratios(ratios, workload):
@@ -47,14 +53,22 @@ def format_recommendation(best):
 def _step_table(rows, ratios, name):
     first = rows[0]
     lines = [f"{name} (batch {first['batch_size']}, {_fmt(first['flops_per_step'], '{:,}')} "
-             f"FLOPs/step, computes in {first.get('compute_dtype', 'float32')})",
+             f"FLOPs/step, computes in {first.get('compute_dtype', 'float32')}, "
+             f"{len(first.get('rounds_s_per_step', ()))} rounds)",
              f"  {'runner':<14}{'ms/step':>10}{'samples/s':>12}{'GFLOP/s':>10}{'% peak':>8}"
-             f"{'first call s':>14}"]
+             f"{'first call s':>14}{'peak MB':>9}{'spread':>8}"]
     for r in rows:
+        noisy = "  noisy" if r.get("noisy") else ""
         lines.append(f"  {r['mode']:<14}{r['ms_per_step']:>10.3f}{r['samples_per_s']:>12.0f}"
                      f"{_fmt(r['gflops'], '{:.1f}'):>10}{_fmt(r['pct_of_peak'], '{:.0f}%'):>8}"
-                     f"{_fmt(r.get('first_call_s'), '{:.2f}'):>14}")
-    lines.append("  time ratios (< 1: the first is faster), 95 % interval over the rounds:")
+                     f"{_fmt(r.get('first_call_s'), '{:.2f}'):>14}"
+                     f"{_fmt(_megabytes(r), '{:.0f}'):>9}"
+                     f"{_fmt(r.get('spread_pct'), '{:.0f}%'):>8}{noisy}")
+    lines.append(f"  peak MB: the process's resident memory (a GPU's own) in one untimed call; "
+                 f"spread: interquartile range / median of the rounds (noisy above "
+                 f"{NOISE_PCT:.0f} %)")
+    lines.append("  time ratios (< 1: the first is faster), median of the rounds' ratios, 95 % "
+                 "sign-test interval:")
     return lines + format_ratios(ratios, name) + [""]
 
 
@@ -107,8 +121,15 @@ def format_tables(results):
             cells = [f"{r['batch_size']}: {r['ms_per_step']:.2f} ms, {r['samples_per_s']:.0f}/s"
                      for r in results["scaling"] if r["workload"] == name]
             lines.append(f"  {name}: " + "; ".join(cells))
-    lines.append(f"\n(suite took {results['seconds']:.0f} s)")
+    if "seconds" in results:
+        lines.append(f"\n(suite took {results['seconds']:.0f} s)")
     return "\n".join(lines)
+
+
+def format_workload(results, name):
+    """The table of the workload `name` alone, as soon as it is measured."""
+    rows = [r for r in results["train_steps"] if r["workload"] == name]
+    return "\n".join(_step_table(rows, results.get("ratios", []), name)) if rows else ""
 
 
 def format_distributed(results):

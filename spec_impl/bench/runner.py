@@ -11,8 +11,8 @@ run, so "% of peak" compares like with like.
 
 import contextlib
 import os
-import platform
 import statistics
+import threading
 import time
 import warnings
 
@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from spec_impl.bench.provenance import provenance
 from spec_impl.bench.settings import (
     BF16_FLAGS,
     DISTRIBUTED_BATCH,
@@ -39,7 +40,8 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS, first_calls=None):
+def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS, first_calls=None,
+                memory=None):
     """`{name: [seconds of round 1, ...]}`: each runner of `runners` (`{name: callable}`) called
     `warmup` times untimed, then once per round, the runners in turn within each round.
 
@@ -49,12 +51,20 @@ def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS, f
             have run (`None`: `rounds` rounds).
         first_calls: a dict that receives each runner's first warm-up call in seconds
             (tracing, XLA compilation and one round's steps).
+        memory: a dict that receives each runner's peak memory in bytes, measured over one
+            more untimed call after the warm-up (`PeakMemory`), so that sampling never
+            disturbs a timed round.
     """
     for i in range(warmup):
         for name, run in runners.items():
             seconds = timed(run)
             if i == 0 and first_calls is not None:
                 first_calls[name] = seconds
+    if memory is not None:
+        for name, run in runners.items():
+            with PeakMemory() as peak:
+                run()
+            memory[name] = peak.result
     times = {name: [] for name in runners}
     start = time.perf_counter()
     for i in range(rounds):
@@ -63,6 +73,50 @@ def interleaved(runners, rounds, warmup=1, budget=None, min_rounds=MIN_ROUNDS, f
         if budget is not None and i + 1 >= min_rounds and time.perf_counter() - start >= budget:
             break
     return times
+
+
+class PeakMemory:
+    """`with PeakMemory() as peak: ...` then `peak.result`: `{"host_bytes": the process's peak
+    resident memory during the block (sampled every millisecond from /proc/self/statm; `None`
+    where it cannot be read), "device_bytes": the first GPU's peak (`None` without one)}`."""
+
+    INTERVAL_S = 0.001
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._peak = None
+        self._gpu = bool(tf.config.list_logical_devices("GPU"))
+        self.result = None
+
+    @staticmethod
+    def _rss():
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _sample(self):
+        while not self._stop.is_set():
+            rss = self._rss()
+            if rss is not None:
+                self._peak = max(self._peak or 0, rss)
+            self._stop.wait(self.INTERVAL_S)
+
+    def __enter__(self):
+        if self._gpu:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        last = self._rss()
+        host = None if self._peak is None else max(self._peak, last or 0)
+        device = tf.config.experimental.get_memory_info("GPU:0")["peak"] if self._gpu else None
+        self.result = {"host_bytes": host, "device_bytes": device}
 
 
 def median_seconds(fn, rounds, warmup=1):
@@ -199,24 +253,6 @@ def has_bf16_instructions(machine):
 
 
 def machine_info(device="cpu"):
-    cpu = platform.processor() or platform.machine()
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        flags = {flag for line in lines if line.startswith("flags")
-                 for flag in line.split(":", 1)[1].split()}
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "device": device,
-            **{flag: flag in flags for flag in BF16_FLAGS},
-            "date": time.strftime("%Y-%m-%d")}
-    if device == "gpu":
-        gpus = tf.config.list_physical_devices("GPU")
-        info["gpu"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-                       for g in gpus]
-        info["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
-    return info
+    """The machine, software, command and environment of this run
+    (`spec_impl.bench.provenance`)."""
+    return provenance(device)

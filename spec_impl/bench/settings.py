@@ -41,12 +41,17 @@ REPLICAS = (1, 2, 4)  # `spec-impl bench --strategy mirrored --devices N` times 
 # count or once this is spent, never under MIN_ROUNDS. A slow workload gets fewer rounds, so a
 # wider interval (a verdict needs the interval to exclude 1), never a longer run.
 BUDGET_S = {"full": 12.0, "quick": 6.0, "smoke": 0.0}
-MIN_ROUNDS = 3
+# The fewest rounds with a verdict: the sign-test interval of a median reaches 95 % from 6
+# paired rounds (`spec_impl.bench.stats.MIN_VERDICT_ROUNDS`); --smoke's 2 rounds give none.
+MIN_ROUNDS = 6
+WANTED_ROUNDS = 9  # a full run's rounds where the budget allows (google-benchmark's advice)
+# A runner whose rounds spread more than this (interquartile range over median, percent) is
+# flagged noisy, as torch.utils.benchmark warns.
+NOISE_PCT = 10.0
 # CPU flags of bfloat16 instructions: without one, bfloat16 runs emulated and
 # `mixed_bfloat16` is not timed (`spec-impl bench` says so).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CONFIDENCE = 0.95  # of the interval of every ratio
-BOOTSTRAP_RESAMPLES = 2000
 
 
 def step_counts(name, level="full"):
@@ -105,19 +110,28 @@ class BenchSettings:
             scaling sweep) or `"smoke"` (two rounds of one step per call: everything runs,
             nothing is measured; what CI's untimed benchmarks use).
         warmup: untimed calls of each runner before the rounds (tracing, XLA compilation).
+        runners: the names of the runners to time (`--runners`), or `None` for all.
     """
 
     level: str = "full"
     warmup: int = 1
+    runners: tuple = None  # the runners to time (`None`: every runner of each table)
 
     def __post_init__(self):
         if self.level not in ("full", "quick", "smoke"):
             raise ValueError(f"Expected a level among full, quick, smoke. Received: level={self.level!r}")
 
+    def selects(self, runner):
+        """Whether `runner` is timed (`--runners`)."""
+        return self.runners is None or runner in self.runners
+
     def rounds(self, name):
-        """The most rounds of `name` (fewer when `budget` runs out first)."""
+        """The most rounds of `name` (fewer, never under `MIN_ROUNDS`, when `budget` runs out
+        first): at least `WANTED_ROUNDS` in a full run, half the plan at `--quick`, 2 at
+        `--smoke` (no verdict)."""
         rounds = PLAN.get(name, USER_PLAN)[1]
-        return {"full": rounds, "quick": max(MIN_ROUNDS, rounds // 2), "smoke": 2}[self.level]
+        return {"full": max(WANTED_ROUNDS, rounds), "quick": max(MIN_ROUNDS, rounds // 2),
+                "smoke": 2}[self.level]
 
     @property
     def budget(self):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from spec_impl._validation import MODES
 from spec_impl.bench import stats
+from spec_impl.bench.provenance import SCHEMA_VERSION
 from spec_impl.bench.runner import (
     distributed_trainer,
     eval_data,
@@ -38,6 +39,7 @@ from spec_impl.bench.settings import (
     EAGER_SHARE,
     EVAL_BATCH,
     GPU_MIXED_BATCH,
+    NOISE_PCT,
     REPLICAS,
     WORKLOADS,
     BenchSettings,
@@ -73,8 +75,12 @@ def _runners(spec, settings, log):
         # eager steps are 10-50x slower: a fraction of the steps times them as well
         steps[mode] = max(1, settings.steps(name) // EAGER_SHARE) if mode == "eager" \
             else settings.steps(name)
-        runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer, mode)
+        if settings.selects(mode):
+            runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer,
+                                     mode)
     for runner in runner_names(name, settings.level)[len(MODES):]:
+        if not settings.selects(runner):
+            continue
         kind, _, k = runner.rpartition("_k")
         k = int(k)
         steps[runner] = settings.steps(name, k)
@@ -105,13 +111,18 @@ def _checked(run, trainer, mode):
 
 
 def _rows(name, times, steps, batch_size, flops, peak, extra=None):
+    """One row per runner: its rates at the median round, its raw rounds (seconds per step,
+    from which every statistic printed can be recomputed) and their spread."""
     rows = []
     for runner, seconds in times.items():
-        median = statistics.median(t / steps[runner] for t in seconds)
+        rounds = [t / steps[runner] for t in seconds]
         k = int(runner.rpartition("_k")[2]) if "_k" in runner else 1
+        spread = stats.spread(rounds)
         rows.append({"workload": name, "mode": runner, "batch_size": batch_size,
                      "steps_per_execution": k, "flops_per_step": flops,
-                     **rates(median, batch_size, flops, peak), **(extra or {})})
+                     **rates(statistics.median(rounds), batch_size, flops, peak),
+                     "rounds_s_per_step": rounds, "spread_pct": spread,
+                     "noisy": spread > NOISE_PCT, **(extra or {})})
     return rows
 
 
@@ -124,19 +135,25 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
     the loop and `fit` at each steps per call, the XLA loop and `fit(jit_compile=True)`."""
     runners, steps, first, workload, flops = _runners(spec, settings, log)
     name = workload.name
-    warm = {}
+    if not runners:
+        log(f"  {name}: none of --runners {','.join(settings.runners)} is in this table")
+        return [], [], None
+    warm, memory = {}, {}
     times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget,
-                        first_calls=warm)
+                        first_calls=warm, memory=memory)
     peak = peak_by_dtype.get(_compute_dtype(workload.model))
     rows = _rows(name, times, steps, workload.batch_size, flops, peak,
                  {"compute_dtype": _compute_dtype(workload.model)})
     for row in rows:  # the step's first call in each mode; a loop's or fit's first round
         row["first_call_s"] = first.get(row["mode"], warm.get(row["mode"]))
+        row["peak_host_bytes"] = memory[row["mode"]]["host_bytes"]
+        row["peak_device_bytes"] = memory[row["mode"]]["device_bytes"]
     step_times = per_step(times, steps)
     ratios = [stats.compare(name, a, b, step_times)
-              for a, b in comparisons(name, settings.level)]
+              for a, b in comparisons(name, settings.level) if a in times and b in times]
     best = recommend(name, step_times)
-    best["auto"] = auto_choice(step_times, {**warm, **first})
+    if best is not None:
+        best["auto"] = auto_choice(step_times, {**warm, **first})
     return rows, ratios, best
 
 
@@ -182,6 +199,8 @@ def recommend(name, step_times):
     time per step), its time ratio to the user's default `model.fit` (`fit_k1`) with the
     interval, and the call that gets it."""
     settings = _train_settings(step_times)
+    if not settings or "fit_k1" not in step_times:  # --runners left them out
+        return None
     best = min(settings, key=lambda r: statistics.median(step_times[r]))
     mode, k = settings[best]
     return {"workload": name, "runner": best, "mode": mode, "steps_per_execution": k,
@@ -314,18 +333,21 @@ def run_distributed_suite(devices, settings=None, log=print):
     settings = settings or BenchSettings()
     start = time.perf_counter()
     rows, ratios = bench_distributed(settings, devices, log)
-    return {"machine": machine_info("cpu"), "level": settings.level, "distributed": rows,
+    return {"schema_version": SCHEMA_VERSION, "machine": machine_info("cpu"),
+            "level": settings.level, "distributed": rows,
             "ratios": ratios, "seconds": time.perf_counter() - start}
 
 
-def run_suite(settings=None, device="cpu", models=None, log=print):
+def run_suite(settings=None, device="cpu", models=None, log=print, on_table=None):
     """Run everything on `device`; returns the results as a JSON-ready dict.
 
     Args:
-        settings: how long to measure.
+        settings: how long to measure (and which runners: `BenchSettings.runners`).
         device: `"cpu"` or `"gpu"`.
         models: `WorkloadSpec`s to time instead of the five workloads (then only their tables
             and ratios are measured).
+        on_table: called with the results so far after each workload's table, so that a run
+            stopped midway keeps what it finished (`spec-impl bench --json` writes them).
     """
     settings = settings or BenchSettings()
     start = time.perf_counter()
@@ -333,8 +355,9 @@ def run_suite(settings=None, device="cpu", models=None, log=print):
                        if not quick_skips(name, settings.level)]
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
         peak = peaks(device)
-        results = {"machine": machine_info(device), "level": settings.level,
-                   "peak_gflops": peak, "train_steps": [], "ratios": []}
+        results = {"schema_version": SCHEMA_VERSION, "machine": machine_info(device),
+                   "level": settings.level, "selection": selection(settings, models),
+                   "peak_gflops": peak, "train_steps": [], "ratios": [], "complete": False}
         log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
         if models is None and settings.level == "quick":
             results["not_timed"] = [
@@ -350,12 +373,25 @@ def run_suite(settings=None, device="cpu", models=None, log=print):
             rows, ratios, best = measure_workload(spec, settings, peak, log)
             results["train_steps"] += rows
             results["ratios"] += ratios
-            results["recommendations"].append(best)
+            if best is not None:
+                results["recommendations"].append(best)
+            if on_table is not None:
+                on_table(results)
         _precision(results, specs, settings, device, peak, log)
-        if models is None:
+        if models is None and settings.runners is None:
             _extras(results, settings, log)
     results["seconds"] = time.perf_counter() - start
+    results["complete"] = True
     return results
+
+
+def selection(settings, models):
+    """What a run measured, for `--compare` to measure again: the level, the models (`None`:
+    the default workloads) and the runners (`None`: all)."""
+    return {"level": settings.level, "models": None if models is None else [
+        {"name": m.name, "batch_size": m.batch_size,
+         "input_shape": None if m.input_shape is None else list(m.input_shape), "loss": m.loss}
+        for m in models], "runners": None if settings.runners is None else list(settings.runners)}
 
 
 def _precision(results, specs, settings, device, peak, log):
