@@ -3,8 +3,8 @@
 Runners are callables that each run a fixed number of training steps and wait for the last one
 (`float(loss)`). `interleaved` warms every runner up outside the timed region (tracing, XLA
 compilation), then times them in alternation, round by round, so that a machine whose speed
-drifts during the run biases none; comparisons are ratios of medians over those rounds with a
-bootstrap interval (`spec_impl.bench.stats`). FLOPs per step come from TensorFlow's profiler on
+drifts during the run biases none; comparisons are the paired rounds' median ratios with a
+sign-test interval (`spec_impl.bench.stats`). FLOPs per step come from TensorFlow's profiler on
 the traced step; the machine's peak is a large matmul in each compute dtype, timed in the same
 run, so "% of peak" compares like with like.
 """

@@ -9,8 +9,8 @@ two-sided binomial tail is within `1 - CONFIDENCE`. Its coverage is at least 95 
 distribution of the times (no normality, no symmetry), so two runners that take the same time
 get a false `faster` or `slower` in at most 5 % of runs. It needs `MIN_VERDICT_ROUNDS` rounds
 (6: below that not even `[min, max]` reaches 95 %); with fewer, a ratio carries no interval and
-no verdict. A bootstrap of the ratio of medians, used before, gave false verdicts in 21-26 % of
-runs at 3 rounds and intervals ending at their own estimate.
+no verdict. (A percentile bootstrap of the ratio of medians gives false verdicts in 21-26 % of
+runs at 3 rounds, and intervals that end at their own estimate.)
 
 Across two runs (`spec-impl bench --compare`), rounds are not paired: the ratio new / base is
 the Hodges-Lehmann estimate (the median of every new / base pair of round times) with the
