@@ -137,7 +137,11 @@ def _failure(error, checkpoints):
 
 
 def cmd_train(args):
-    from spec_impl.trainer.checkpointing import CheckpointMismatchError, CheckpointUnreadableError
+    from spec_impl.trainer.checkpointing import (
+        CheckpointMismatchError,
+        CheckpointUnreadableError,
+        CheckpointWriteError,
+    )
     from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
     from spec_impl.workflow import train_and_evaluate
 
@@ -163,6 +167,8 @@ def cmd_train(args):
         except CheckpointMismatchError as e:  # the folder is fine, the settings differ
             return fail(e, 2)
         except (FloatingPointError, OSError, CheckpointUnreadableError) as e:
+            if isinstance(e, OSError) and e.errno is None and not isinstance(e, CheckpointWriteError):
+                return fail(e, 2)  # the package's own message: a dataset file or cache missing
             return fail(_failure(e, os.path.join(args.out, "checkpoints")), 1)  # the run failed
         except (ValueError, RuntimeError) as e:
             return fail(e, 2)  # bad arguments or a locked folder

@@ -360,3 +360,12 @@ def test_an_update_that_overflows_fails_the_run_and_saves_no_model(tmp_path):
     assert re.match(r"spec-impl train: Non-finite weights \(.*\) after epoch 1, step 1: the "
                     r"optimizer's update overflowed", proc.stderr.strip().splitlines()[-1])
     assert not (out / "model.keras").exists()
+
+
+def test_a_dataset_missing_from_the_keras_cache_is_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_cache"))
+    assert main(["train", "--model", "mnist_mlp", "--data", "cifar10", "--out",
+                 str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spec-impl train: ") and "cifar10" in err[0], err
+    assert not (tmp_path / "run" / "checkpoints").exists()
