@@ -39,6 +39,7 @@ from spec_impl.bench.settings import (
     EAGER_SHARE,
     EVAL_BATCH,
     GPU_MIXED_BATCH,
+    MIN_ROUNDS,
     NOISE_PCT,
     REPLICAS,
     WORKLOADS,
@@ -247,7 +248,7 @@ def bench_eval_loop(settings):
     model = build_workload("mnist_mlp", EVAL_BATCH).model
     model.compile(loss="sparse_categorical_crossentropy")
     runners["evaluate"] = lambda: model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0)
-    times = interleaved(runners, 2 if settings.level != "full" else 5, settings.warmup)
+    times = interleaved(runners, 2 if settings.level == "smoke" else MIN_ROUNDS, settings.warmup)
     result = {mode: statistics.median(t) for mode, t in times.items()}
     result["document_speedup"] = DOC_EVAL_SPEEDUP
     return result, [stats.compare("eval_loop", "function", "eager", times),
@@ -277,7 +278,7 @@ def bench_retracing(settings, calls=10):
     logger.setLevel("ERROR")  # the retracing this measures on purpose is not a warning here
     try:
         times = interleaved({"python_scalar": python_scalars, "tensor": tensor_calls},
-                            3 if settings.level != "full" else 5, warmup=1)
+                            2 if settings.level == "smoke" else MIN_ROUNDS, warmup=1)
     finally:
         logger.setLevel(level)
     result = {"python_scalar_ms": 1e3 * statistics.median(times["python_scalar"]) / calls,
