@@ -71,6 +71,14 @@ def _git_commit():
     return commit + ("+dirty" if dirty else "")
 
 
+def _command():
+    """The command line, `spec-impl ...` when run as `spec-impl` or `python -m spec_impl`."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program == "spec-impl" or sys.argv[0].endswith(os.path.join("spec_impl", "__main__.py")):
+        return shlex.join(["spec-impl", *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
+
 def provenance(device="cpu"):
     """The `machine` record of a benchmark JSON: the machine, the software, the command and the
     environment (see the module docstring)."""
@@ -88,7 +96,7 @@ def provenance(device="cpu"):
         "device": device, **{flag: flag in flags for flag in KERNEL_FLAGS},
         "python": platform.python_version(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "numpy": np.__version__, "spec_impl": version,
-        "git_commit": _git_commit(), "command": shlex.join(sys.argv),
+        "git_commit": _git_commit(), "command": _command(),
         "environment": {k: os.environ[k] for k in KERNEL_ENVIRONMENT if k in os.environ},
         "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
