@@ -222,16 +222,24 @@ def run(n, mode, k, epochs, **kwargs):
     return model, history
 
 
+# Seconds per step the calibration records instead of the clock's: XLA at k = 8 is the fastest,
+# so a run switches between the settings before it and ends there.
+SWITCHING_COSTS = {("function", 1): 3.0, ("xla", 1): 5.0, ("function", 8): 2.0, ("xla", 8): 1.0,
+                   ("function", 32): 2.0, ("xla", 32): 1.5}
+
+
+def _clock_by_costs(monkeypatch):
+    record = Calibration.record
+    monkeypatch.setattr(Calibration, "record",
+                        lambda self, setting, seconds, steps: record(
+                            self, setting, SWITCHING_COSTS[setting] * steps, steps))
+
+
 def test_a_switching_calibration_trains_as_function_mode(monkeypatch, tmp_path):
     """The calibration's clock is replaced by costs that make `xla_k8` the fastest, so the run
     really switches between five settings (the XLA group among them) and ends in XLA: one
     TensorBoard point per step and the weights of function mode throughout."""
-    cost = {("function", 1): 3.0, ("xla", 1): 5.0, ("function", 8): 2.0, ("xla", 8): 1.0,
-            ("function", 32): 2.0, ("xla", 32): 1.5}
-    record = Calibration.record
-    monkeypatch.setattr(Calibration, "record",
-                        lambda self, setting, seconds, steps: record(self, setting,
-                                                                     cost[setting] * steps, steps))
+    _clock_by_costs(monkeypatch)
     recorder = CallRecorder()
     model, history = run(1024, "auto", "auto", 3, log_dir=str(tmp_path / "logs"),
                          callbacks=[recorder])
@@ -291,12 +299,7 @@ def test_auto_with_logs_checkpoints_and_a_resume(tmp_path, capsys):
 def test_auto_with_on_nan_skip_leaves_out_the_same_steps_as_function_mode(monkeypatch):
     """A NaN input at step 30 falls inside the calibration (the clock replaced so that it
     switches between settings): the step is skipped as in function mode."""
-    cost = {("function", 1): 3.0, ("xla", 1): 5.0, ("function", 8): 2.0, ("xla", 8): 1.0,
-            ("function", 32): 2.0, ("xla", 32): 1.5}
-    record = Calibration.record
-    monkeypatch.setattr(Calibration, "record",
-                        lambda self, setting, seconds, steps: record(self, setting,
-                                                                     cost[setting] * steps, steps))
+    _clock_by_costs(monkeypatch)
     x, y, _, _ = digits_arrays(1024)
     x = x.copy()
     x[29 * BATCH] = np.nan  # step 30 of 128 in each epoch
