@@ -227,7 +227,7 @@ class FitLoop:
                 self._timed(setting, started, ran, callbacks, ckpt)
             previous, step, last = step, step + ran, logs
             if trainer.on_nan == "skip":  # a host read per call, in this mode only
-                skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count, ckpt)
+                skipped = self._warn_skipped(trainer, skipped, epoch, skip - first_count)
             callbacks.on_train_batch_end(step - 1, logs)
             if ckpt is not None and self.options.checkpoint_every \
                     and step // self.options.checkpoint_every > previous // self.options.checkpoint_every:
@@ -293,12 +293,12 @@ class FitLoop:
                 f"overflowed (check the learning rate and the optimizer's epsilon); training "
                 f"stopped, no checkpoint written after it{where}")
 
-    def _warn_skipped(self, trainer, before, epoch, offset, ckpt):
+    @staticmethod
+    def _warn_skipped(trainer, before, epoch, offset):
         """Warn about the steps `on_nan="skip"` left out in the last call; returns the total."""
         now = int(trainer.skipped.numpy())
         if now > before:
             last = offset + int(trainer.last_skipped.numpy())
-            self._check_weights(epoch, last, _last_good(ckpt))
             warnings.warn(f"Skipped {now - before} step(s) with a non-finite loss or gradient "
                           f"in epoch {epoch + 1}, the last at step {last}: their updates were "
                           f"not applied and they are left out of the epoch's loss and metrics.",
