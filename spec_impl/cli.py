@@ -1,4 +1,4 @@
-"""The `spec-impl` command line: `summary`, `train` and `bench`."""
+"""The `spec-impl` command line: `summary`, `train`, `bench`, `check` and `idioms`."""
 
 import argparse
 import math
@@ -9,6 +9,7 @@ import tempfile
 
 from spec_impl._paths import BadPath, input_file, output_file, output_folder
 from spec_impl._validation import MAX_SKIPPED, MODES, POLICIES, STRATEGIES
+from spec_impl.contract.command import add_parser as add_check_parser
 
 # What `spec-impl train` writes into --out: folders and files, checked before any work.
 OUT_FOLDERS = ("checkpoints",)
@@ -500,6 +501,8 @@ def build_parser():
                    help="with --compare: compare runs of different machines or versions")
     _add_strategy_arguments(p, "mirrored: time the loop on 1, 2, ... --devices replicas instead")
     p.set_defaults(func=cmd_bench, check=check_bench_paths)
+
+    add_check_parser(sub)
 
     p = sub.add_parser("idioms", help="the documents' Keras-2 idioms run on Keras 3 and on tf-keras")
     p.add_argument("--json", default=None, help="write the matrix to this JSON file")

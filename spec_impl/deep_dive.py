@@ -148,9 +148,10 @@ class Classifier(keras.Model):
 
 def binary_classifier(input_dim=64, dtype=None):
     """A Functional binary classifier: `(batch, input_dim)` -> Dense(1, sigmoid), `input_dim + 1`
-    parameters; its output layer computes in float32 under a mixed `dtype`."""
+    parameters; its output layer computes in float32 under a mixed `dtype`. Its input takes the
+    output layer's dtype, so that under float64 a model holding it keeps float64 throughout."""
     check_positive_int("input_dim", input_dim)
-    inputs = keras.Input(shape=(input_dim,))
+    inputs = keras.Input(shape=(input_dim,), dtype=output_dtype(dtype))
     outputs = layers.Dense(1, activation="sigmoid", dtype=output_dtype(dtype))(inputs)
     return keras.Model(inputs, outputs, name="binary_classifier")
 

@@ -193,6 +193,9 @@ class ResidualBlock(BuildByCallMixin, layers.Layer):
         return {**super().get_config(), "n_layers": self.n_layers, "n_neurons": self.n_neurons}
 
 
+LOW_PRECISION = ("float16", "bfloat16")  # compute dtypes whose statistics are taken in float32
+
+
 @serializable
 class LayerNormalization(layers.Layer):
     """Layer normalization written by hand (the chapter's exercise), equal to
@@ -222,11 +225,13 @@ class LayerNormalization(layers.Layer):
         self.beta = self.add_weight(name="beta", shape=input_shape[-1:], initializer="zeros")
 
     def call(self, inputs):
-        # The statistics in float32 under a mixed policy, as Keras's LayerNormalization does.
-        x = ops.cast(inputs, "float32")
+        # The statistics in float32 under a mixed policy, as Keras's LayerNormalization does
+        # (and in float64 under float64: always float32 lost the precision float64 asks for).
+        dtype = "float32" if self.compute_dtype in LOW_PRECISION else self.compute_dtype
+        x = ops.cast(inputs, dtype)
         mean = ops.mean(x, axis=-1, keepdims=True)
         variance = ops.var(x, axis=-1, keepdims=True)
-        alpha, beta = ops.cast(self.alpha, "float32"), ops.cast(self.beta, "float32")
+        alpha, beta = ops.cast(self.alpha, dtype), ops.cast(self.beta, dtype)
         outputs = alpha * (x - mean) / ops.sqrt(variance + self.epsilon) + beta
         return ops.cast(outputs, self.compute_dtype)
 

@@ -47,117 +47,70 @@ def run_layer_test(
     input_data,
     expected_output_shape,
     *,
-    tmp_path,
+    tmp_path=None,
     expected_num_trainable_weights=None,
     expected_num_non_trainable_weights=None,
     expected_num_params=None,
     train_target=None,
     loss="mse",
     run_training_step=True,
-    mixed_precision=MIXED_POLICIES,
-    expected_float32_layers=0,
+    mixed_precision=True,
+    expected_float32_layers=None,
+    skip=(),
 ):
-    """The contract every layer and model of the package meets, as Keras's `run_layer_test`.
+    """Assert that a layer or model meets the specification's contract (`spec_impl.contract`).
 
-    Checks, in order: a symbolic call gives the expected output shape (batch axis `None`); an
-    eager call gives it with the real batch size; the trainable / non-trainable weight counts (and
-    parameter count); `get_config` -> `from_config` reproduces the config and, with copied weights,
-    the outputs; a `.keras` save and reload (without `custom_objects`) predicts identically; one
-    training step changes the trainable weights and gives a finite loss; and, as Keras's own
-    `run_mixed_precision_check`, the object under each mixed policy (`check_mixed_precision`).
+    Runs every check of `spec_impl.contract.check_component` (construction, symbolic and eager
+    calls, output shape and dtype, state made in `build`, weight counts, masking, config round
+    trip, `.keras` reload here and in a fresh process, one training step, trace bound, eager /
+    tf.function / XLA agreement, float64 / mixed_float16 / mixed_bfloat16 policies, finite
+    differences, two replicas) and raises `AssertionError` naming each failed check with its
+    cause and fix. A skipped check (no mask support, one device, a lambda factory for the fresh
+    process) is not a failure.
 
     Args:
-        make: a callable returning a fresh layer or model. If it takes a `dtype` keyword (a
-            layer class, or `lambda **kw: MyLayer(3, **kw)`), the mixed-precision check passes the
-            policy as `dtype=`, which tests that the object hands it on to the layers it creates;
-            otherwise (a Functional builder) it sets the global policy around `make()`.
-        input_data: a NumPy array, or a list / dict of arrays for several inputs.
+        make: a callable returning a fresh layer or model; when it takes `dtype=` (a layer
+            class, or `lambda **kw: MyLayer(3, **kw)`), the dtype checks pass the policy that way,
+            which tests that the object hands it on to the layers it creates.
+        input_data: a NumPy array, or a list / dict of arrays for several inputs, of
+            `spec_impl.contract.BATCH` (4) examples.
         expected_output_shape: the output shape(s) *without* the batch axis; a list of tuples
             for several outputs.
-        tmp_path: a folder for the `.keras` file.
-        expected_num_trainable_weights: number of trainable weight tensors, or `None`.
-        expected_num_non_trainable_weights: number of non-trainable weight tensors, or `None`.
-        expected_num_params: total parameter count, or `None`.
-        train_target: targets for the training step (zeros shaped like the output by default).
-        loss: the loss of the training step.
-        run_training_step: `False` for objects without trainable weights.
-        mixed_precision: the mixed policies to check (see `check_mixed_precision`); `()` for none.
-        expected_float32_layers: how many layers compute in float32 under a mixed policy (the
-            model's output layers, which the Keras guide keeps in float32).
+        tmp_path: unused (the contract writes into its own temporary folder); kept for callers.
+        expected_num_trainable_weights, expected_num_non_trainable_weights, expected_num_params:
+            the expected counts, or `None`.
+        train_target, loss: the training step's targets (zeros shaped like the outputs by
+            default) and loss.
+        run_training_step: `False` to leave out the training step.
+        mixed_precision: `False` to leave out the dtype-policy checks (and the float64
+            finite differences that need them).
+        expected_float32_layers: how many layers compute in float32 under a mixed policy (a
+            model's output layers, which the Keras guide keeps in float32); by default none for
+            a layer and at most one per output for a model.
+        skip: further check names to leave out, each with its reason at the call site.
 
     Returns:
-        The eager outputs of the first object, for further assertions.
+        The contract's `Report`.
     """
-    import keras
+    from spec_impl.contract import check_component, format_report
 
-    expected = [tuple(s) for s in (expected_output_shape if isinstance(expected_output_shape, list)
-                                   else [expected_output_shape])]
-    batch = len(next(iter(input_data.values()))) if isinstance(input_data, dict) else len(
-        _as_list(input_data)[0])
-
-    # 1. Symbolic call.
-    symbolic_in = _symbolic_inputs(input_data)
-    obj = make()
-    symbolic_out = obj(symbolic_in)
-    assert _shapes(symbolic_out) == [(None, *s) for s in expected], (
-        f"symbolic output shapes {_shapes(symbolic_out)} != {[(None, *s) for s in expected]}")
-
-    # 2. Eager call.
-    eager_out = obj(input_data)
-    assert _shapes(eager_out) == [(batch, *s) for s in expected], (
-        f"eager output shapes {_shapes(eager_out)} != {[(batch, *s) for s in expected]}")
-
-    # 3. Weights.
-    if expected_num_trainable_weights is not None:
-        got = len(obj.trainable_weights)
-        assert got == expected_num_trainable_weights, f"{got} trainable weights"
-    if expected_num_non_trainable_weights is not None:
-        got = len(obj.non_trainable_weights)
-        assert got == expected_num_non_trainable_weights, f"{got} non-trainable weights"
-    if expected_num_params is not None:
-        got = obj.count_params()
-        assert got == expected_num_params, f"{got} parameters"
-
-    # 4. get_config -> from_config.
-    config = obj.get_config()
-    clone = type(obj).from_config(config)
-    assert clone.get_config() == config
-    clone(input_data)
-    clone.set_weights(obj.get_weights())
-    for a, b in zip(_as_list(obj(input_data, training=False)),
-                    _as_list(clone(input_data, training=False))):
-        assert_allclose(a, b)
-
-    # 5. .keras round trip, without custom_objects.
-    if isinstance(obj, keras.Model):
-        model = obj
-    else:
-        model = keras.Model(symbolic_in, symbolic_out)
-    path = str(tmp_path / f"{type(obj).__name__}.keras")
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    before = _as_list(model.predict(input_data, verbose=0))
-    after = _as_list(reloaded.predict(input_data, verbose=0))
-    for a, b in zip(before, after):
-        assert_allclose(a, b)
-
-    # 6. One training step.
-    if run_training_step:
-        if train_target is None:
-            train_target = [np.zeros_like(to_numpy(o)) for o in _as_list(eager_out)]
-            train_target = train_target[0] if len(train_target) == 1 else train_target
-        start = [to_numpy(w).copy() for w in model.trainable_weights]
-        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
-        history = model.fit(input_data, train_target, epochs=1, batch_size=batch, verbose=0)
-        assert np.isfinite(history.history["loss"][0])
-        changed = [not np.array_equal(s, to_numpy(w)) for s, w in zip(start, model.trainable_weights)]
-        assert any(changed), "one training step changed no trainable weight"
-
-    # 7. Mixed precision.
-    for policy in mixed_precision:
-        check_mixed_precision(make, input_data, policy, expected_float32_layers)
-    return eager_out
-
+    expect = {"output_shape": expected_output_shape if isinstance(expected_output_shape, list)
+              else tuple(expected_output_shape)}
+    for key, value in (("trainable_weights", expected_num_trainable_weights),
+                       ("non_trainable_weights", expected_num_non_trainable_weights),
+                       ("params", expected_num_params),
+                       ("float32_layers", expected_float32_layers)):
+        if value is not None:
+            expect[key] = value
+    skip = list(skip)
+    if not run_training_step:
+        skip.append("training_step")
+    if not mixed_precision:
+        skip += ["dtype_policy", "finite_differences"]
+    report = check_component(make, input_data, expect=expect, skip=tuple(skip),
+                             train_target=train_target, loss=loss)
+    assert report.ok, "the contract failed:\n" + format_report(report)
+    return report
 
 
 def _takes_dtype(make):

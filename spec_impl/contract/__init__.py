@@ -1,0 +1,61 @@
+"""The specification's contract for your own layers, models, losses and metrics.
+
+`check_component(make, inputs)` runs every check that applies to what `make()` returns and gives
+a `Report`: one `Result` per check, `ok`, `FAILED` (with the cause and the fix) or `skipped`
+(with why). The same checks run behind `spec-impl check MODULE:FACTORY`, the pytest plugin's
+`keras_contract` marker and the package's own `spec_impl.testing.run_layer_test`;
+`docs/check.md` explains each.
+"""
+
+from spec_impl.contract import layer_checks, loss_metric_checks, numeric_checks, saving_checks  # noqa: F401
+from spec_impl.contract.card import format_report
+from spec_impl.contract.component import BATCH, Context, generate, load_target
+from spec_impl.contract.core import FAILED, KINDS, OK, SKIPPED, Report, Result, checks_for, run_checks
+
+__all__ = ["BATCH", "FAILED", "KINDS", "OK", "SKIPPED", "Report", "Result", "check_component",
+           "check_names", "format_report", "generate", "load_target"]
+
+
+def check_names(kind):
+    """The names of the checks a component of `kind` goes through, in order."""
+    return [c.name for c in checks_for(kind)]
+
+
+def check_component(make, inputs, *, kind=None, expect=None, target=None, label=None, only=None,
+                    skip=(), train_target=None, loss="mse"):
+    """Run the contract on the component `make()` returns.
+
+    Args:
+        make: a callable returning a fresh component (a layer class, a factory function, or
+            `lambda **kw: MyLayer(3, **kw)`; when it takes `dtype=`, the dtype checks pass it).
+        inputs: what the component is called on: an array, a list of arrays (several inputs, or
+            several positional arguments of `call`), a dict (of `call`'s argument names, or of a
+            model's input names); for a loss or metric, `(y_true, y_pred)`. `generate(shapes)`
+            makes them from per-example shapes. A layer's inputs need `BATCH` (4) examples, so
+            that two replicas get two each.
+        kind: `"layer"`, `"model"`, `"loss"` or `"metric"`; by default, what `make()` returns.
+        expect: expected counts: `trainable_weights`, `non_trainable_weights`, `params`,
+            `seed_generators`, `losses`; `output_shape` (without the batch axis; a list for
+            several outputs); `float32_layers` (layers that compute in float32 under a mixed
+            policy: a model's output layers, by default one per output of a model).
+        target: `"module:factory"` naming `make` for the fresh-process check; found from `make`
+            when it is a module-level function or class.
+        label: the component's name in the report.
+        only, skip: check names to run alone, or to report as skipped.
+        train_target, loss: the targets and loss of the training step (zeros shaped like the
+            outputs and mean squared error by default; a compiled model keeps its own loss).
+
+    Returns:
+        A `Report`; `report.ok` is False when a check failed.
+    """
+    ctx = Context(make, inputs, kind=kind, target=target, expect=expect, label=label,
+                  train_target=train_target, loss=loss)
+    try:
+        ctx.kind  # noqa: B018  (makes the component once to find its kind)
+    except Exception as error:
+        from spec_impl.contract.core import first_line
+
+        return Report(ctx.label, kind or "unknown", (Result(
+            "construct", FAILED, cause=f"the factory raised {first_line(error)}",
+            fix="make the factory callable without arguments"),))
+    return run_checks(ctx, only=only, skip=skip)

@@ -1,0 +1,136 @@
+"""`spec-impl check MODULE:FACTORY`: the contract on your component, as a report card."""
+
+import argparse
+import json
+import sys
+
+from spec_impl.contract.core import KINDS
+
+COUNT_KEYS = ("trainable_weights", "non_trainable_weights", "params", "seed_generators",
+              "losses", "float32_layers")
+REPLICAS = 2  # the mirrored check's replicas: logical CPU devices where there are not two GPUs
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes separated by commas, such as "
+                                         f"5 or 8,8,3, received {text!r}")
+    return shape
+
+
+def _expectation(text):
+    key, _, value = text.partition("=")
+    if key not in COUNT_KEYS or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected KEY=N with KEY among {', '.join(COUNT_KEYS)}, "
+                                         f"received {text!r}")
+    return key, int(value)
+
+
+def add_parser(sub):
+    """Add the `check` command to the `spec-impl` sub-parsers."""
+    p = sub.add_parser("check", help="run the specification's contract on your own layer, model, "
+                                     "loss or metric")
+    p.add_argument("target", metavar="MODULE:FACTORY",
+                   help="an importable function or class (called without arguments) that makes "
+                        "the component, such as my_layers:make_scale")
+    p.add_argument("--input-shape", type=_shape, action="append", default=None, metavar="D1,D2,...",
+                   help="an input's shape without the batch axis (repeat for several inputs); for a "
+                        "loss or metric, the shape of y_true and y_pred. A model with inputs needs none")
+    p.add_argument("--input-dtype", action="append", default=None, metavar="DTYPE",
+                   help="float32 (default) or an integer dtype (values in [0, 10)); one, or one per "
+                        "--input-shape")
+    p.add_argument("--kind", choices=KINDS, default=None,
+                   help="what the factory makes (by default, found from the object)")
+    p.add_argument("--expect", type=_expectation, action="append", default=[], metavar="KEY=N",
+                   help=f"an expected count ({', '.join(COUNT_KEYS)}); repeatable")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   help="report this check as skipped (repeatable)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=run, check=_check_paths)
+
+
+def _check_paths(args):
+    from spec_impl._paths import output_file
+
+    if args.target.count(":") != 1 or not all(args.target.split(":")):
+        from spec_impl._paths import BadPath
+
+        raise BadPath(f"expected MODULE:FACTORY (for example my_layers:make_scale), "
+                      f"received {args.target!r}")
+    if args.json:
+        output_file("--json", args.json)
+
+
+def _inputs(args, make, kind):
+    """The component's inputs from --input-shape, or from a model's own inputs."""
+    import numpy as np
+
+    from spec_impl.contract.component import generate
+
+    shapes, dtypes = args.input_shape, args.input_dtype
+    if shapes is None:
+        obj = make()
+        model_inputs = getattr(obj, "inputs", None) if kind in (None, "model") else None
+        if not model_inputs:
+            raise ValueError("--input-shape is needed: the component has no inputs of its own")
+        shapes = [tuple(t.shape[1:]) for t in model_inputs]
+        if any(d is None for s in shapes for d in s):
+            raise ValueError(f"--input-shape is needed: the model's inputs {shapes} have open sizes")
+        dtypes = dtypes or [str(t.dtype) for t in model_inputs]
+    for dtype in dtypes or ():
+        try:
+            kind_code = np.dtype(dtype).kind
+        except TypeError:
+            kind_code = None
+        if kind_code not in ("f", "i", "u"):
+            raise ValueError(f"--input-dtype {dtype!r}: expected a float or integer dtype")
+    if kind in ("loss", "metric"):
+        if len(shapes) != 1:
+            raise ValueError("a loss or metric takes one --input-shape (that of y_true and y_pred)")
+        y_true = np.abs(generate(shapes, seed=1)) / 4  # small, non-negative targets
+        y_pred = 1 / (1 + np.exp(-generate(shapes, seed=2)))  # in (0, 1), as probabilities are
+        return [y_true.clip(0, 1).astype("float32"), y_pred.astype("float32")]
+    return generate(shapes, dtypes)
+
+
+def run(args):
+    """Run the contract on `args.target`; exit 0 when every check passes, 1 when one fails, 2
+    for a target or input that cannot be used."""
+    import tensorflow as tf
+
+    from spec_impl.contract import check_component, format_report
+    from spec_impl.contract.component import kind_of, load_target
+    from spec_impl.trainer.distribute import cpu_devices
+
+    if len(tf.config.list_physical_devices("GPU")) < REPLICAS:
+        cpu_devices(REPLICAS)  # before anything else runs on a device
+    try:
+        make = load_target(args.target)
+        kind = args.kind
+        if kind is None:
+            try:
+                kind = kind_of(make())
+            except Exception:
+                kind = None
+        inputs = _inputs(args, make, kind)
+    except ValueError as error:
+        print(f"spec-impl check: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = check_component(make, inputs, kind=kind, expect=dict(args.expect),
+                                 target=args.target, skip=tuple(args.skip))
+    except ValueError as error:  # a --skip that names no check
+        print(f"spec-impl check: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        from spec_impl.saving import write_atomic_text
+
+        write_atomic_text(args.json, json.dumps({
+            "component": report.component, "kind": report.kind, "ok": report.ok,
+            "results": [r.__dict__ for r in report.results]}, indent=2) + "\n")
+    return 0 if report.ok else 1
