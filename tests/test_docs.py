@@ -54,3 +54,12 @@ def test_every_test_named_exists(page):
                 for m in re.findall(r"^\s*def (test_\w+)\(", f.read_text(), re.M)}
     named = set(re.findall(r"`(?:[\w/.]+::)?(test_\w+)`", page.read_text()))
     assert sorted(named - defined) == []
+
+
+def test_the_check_page_explains_every_check_of_every_kind():
+    from spec_impl.contract import KINDS, check_names
+
+    table = (ROOT / "docs" / "check.md").read_text()
+    for kind in KINDS:
+        for name in check_names(kind):
+            assert f"| `{name}`" in table, f"docs/check.md has no row for {kind} check {name!r}"

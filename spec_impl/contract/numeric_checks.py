@@ -267,7 +267,9 @@ def mirrored(ctx):
             outs = as_list(ctx.call(obj, inputs, training=False))
             s = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32) * f)
                           for o, f in zip(outs, weights, strict=True)])
-        return outs, tape.gradient(s, obj.trainable_weights)
+        grads = tape.gradient(s, obj.trainable_weights)
+        # An Embedding's gradient is IndexedSlices; compared as dense tensors.
+        return outs, [None if g is None else tf.convert_to_tensor(g) for g in grads]
 
     want_outs, want_grads = step(ctx.obj, ctx.inputs, factors)
     values = strategy.experimental_distribute_values_from_function(
