@@ -37,6 +37,13 @@ def test_unknown_mode_lists_the_modes(digits):
         quiet_train(digits_mlp(32), digits[0], mode="jit")
 
 
+def test_the_old_call_with_an_x_y_pair_names_the_new_form(digits):
+    with pytest.raises(TypeError, match=re.escape(
+            "train(model, (x, y)) passes the pair as two inputs, and the model takes one. "
+            "Expected train(model, x, y, ...), as model.fit(x, y, ...).")):
+        train(digits_mlp(8), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd")
+
+
 def test_history_has_one_value_per_epoch_and_learns(digits):
     history = quiet_train(digits_mlp(32), digits[0], epochs=3, validation_data=digits[1],
                           metrics=["accuracy"])

@@ -306,6 +306,15 @@ class FitLoop:
         return now
 
 
+def _refuse_old_call(model, x, y):
+    """`train(model, (x, y))`, the form before `train` took `fit`'s arguments, passes the pair
+    as two inputs; a model of one input cannot take them, so name the new form."""
+    inputs = getattr(model, "inputs", None) if getattr(model, "built", False) else None
+    if y is None and isinstance(x, tuple) and len(x) == 2 and inputs is not None and len(inputs) == 1:
+        raise TypeError("train(model, (x, y)) passes the pair as two inputs, and the model takes "
+                        "one. Expected train(model, x, y, ...), as model.fit(x, y, ...).")
+
+
 def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", callbacks=None,
           validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
           sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
@@ -387,6 +396,7 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
             after an update (under `on_nan="skip"` too); no checkpoint is written after it.
         TrainingPreempted: `SIGTERM` or `SIGINT` was received (see above).
     """
+    _refuse_old_call(model, x, y)
     strategy = explicit(strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
         log_dir = stack.enter_context(chief_path(log_dir, strategy))
