@@ -1,6 +1,5 @@
 """Test helpers shared by the test suite and usable by users' own tests."""
 
-import inspect
 
 import numpy as np
 
@@ -26,20 +25,6 @@ def assert_allclose(actual, expected, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, err_
 
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _symbolic_inputs(input_data):
-    import keras
-
-    if isinstance(input_data, dict):
-        return {k: keras.Input(shape=np.shape(v)[1:], name=k) for k, v in input_data.items()}
-    if isinstance(input_data, (list, tuple)):
-        return [keras.Input(shape=np.shape(v)[1:]) for v in input_data]
-    return keras.Input(shape=np.shape(input_data)[1:])
-
-
-def _shapes(outputs):
-    return [tuple(o.shape) for o in _as_list(outputs)]
 
 
 def run_layer_test(
@@ -113,14 +98,6 @@ def run_layer_test(
     return report
 
 
-def _takes_dtype(make):
-    try:
-        parameters = inspect.signature(make).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "dtype" or p.kind is p.VAR_KEYWORD for p in parameters)
-
-
 def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     """The object made under `policy` keeps float32 variables and computes in the compute dtype.
 
@@ -133,10 +110,11 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     """
     import keras
 
+    from spec_impl.contract.component import takes_dtype
     from spec_impl.trainer.precision import global_policy
 
     compute = keras.DTypePolicy(policy).compute_dtype
-    if _takes_dtype(make):
+    if takes_dtype(make):
         obj = make(dtype=policy)
         outputs = obj(input_data)
     else:
@@ -165,15 +143,13 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
 def _as_spec(input_data, compute):
     import keras
 
+    from spec_impl.contract.component import map_arrays
+
     def spec(a):
         dtype = keras.backend.standardize_dtype(np.asarray(a).dtype)
         return keras.KerasTensor(np.shape(a), compute if "float" in dtype else dtype)
 
-    if isinstance(input_data, dict):
-        return {k: spec(v) for k, v in input_data.items()}
-    if isinstance(input_data, (list, tuple)):
-        return [spec(v) for v in input_data]
-    return spec(input_data)
+    return map_arrays(spec, input_data)
 
 
 def read_scalars(folder):
