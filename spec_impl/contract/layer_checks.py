@@ -150,7 +150,8 @@ def output_dtype(ctx):
     return want
 
 
-COUNTS = ("trainable_weights", "non_trainable_weights", "params", "seed_generators", "losses")
+COUNT_LABELS = {"trainable_weights": "trainable weights", "non_trainable_weights": "non-trainable weights",
+                "params": "parameters", "seed_generators": "seed generators", "losses": "losses"}
 
 
 @check("weight_counts", kinds=LAYERS, needs=("eager_call",),
@@ -166,8 +167,8 @@ def weight_counts(ctx):
              "losses": len(obj.losses)}
     for key, want in ctx.expect.items():
         if key in found and found[key] != want:
-            raise Failure(f"{found[key]} {key.replace('_', ' ')}, expected {want}")
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in found.items())
+            raise Failure(f"{found[key]} {COUNT_LABELS[key]}, expected {want}")
+    return ", ".join(f"{v} {COUNT_LABELS[k]}" for k, v in found.items())
 
 
 def _mask_for(array):
