@@ -41,7 +41,7 @@ _EXPORTS = {
     **dict.fromkeys(["train"], "trainer.loop"),
     **dict.fromkeys(["make_strategy"], "trainer.distribute"),
     **dict.fromkeys(["evaluate_classifier", "predict_one", "roc_auc_document"], "evaluation"),
-    **dict.fromkeys(["global_policy"], "trainer.precision"),
+    **dict.fromkeys(["global_policy"], "precision"),
     **dict.fromkeys(["RunResult", "train_and_evaluate"], "workflow"),
     **dict.fromkeys(["MODELS", "get_model_spec", "parameter_counts"], "registry"),
 }

@@ -37,6 +37,6 @@ def inner(layer):
 def outer(layer):
     """Keyword arguments for a model's output layer: float32 under a mixed policy (the Keras
     mixed-precision guide), else `layer`'s own policy."""
-    from spec_impl.trainer.precision import output_dtype
+    from spec_impl.precision import output_dtype
 
     return {"dtype": output_dtype(layer.dtype_policy)}

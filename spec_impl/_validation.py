@@ -37,7 +37,7 @@ def check_input_shape(model_name, expected, received):
     received = tuple(received)
     expected = tuple(expected)
     ok = len(received) == len(expected) + 1 and all(
-        e is None or r is None or e == r for e, r in zip(expected, received[1:])
+        e is None or r is None or e == r for e, r in zip(expected, received[1:], strict=True)
     )
     if not ok:
         raise ValueError(

@@ -15,7 +15,7 @@ from keras import layers
 
 from spec_impl._base import BuildByCallMixin, inner, outer, serializable
 from spec_impl._validation import check_choice, check_input_shape, check_positive_int
-from spec_impl.trainer.precision import output_dtype
+from spec_impl.precision import output_dtype
 
 POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
 

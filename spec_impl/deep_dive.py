@@ -12,7 +12,7 @@ from keras import layers
 
 from spec_impl._base import inner, outer, serializable
 from spec_impl._validation import check_positive_int
-from spec_impl.trainer.precision import output_dtype
+from spec_impl.precision import output_dtype
 
 TICKET_INPUTS = ("title", "text_body", "tags")
 

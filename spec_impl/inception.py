@@ -136,18 +136,18 @@ class _GraphMixin(BuildByCallMixin):
         # with a bare tensor.
         graph = keras.Model(inputs=x, outputs=self.call(x), name=self.name + "_graph")
         if not self.built:  # the symbolic call created every weight
-            self._built_input_shape = raw_shape
+            self.built_input_shape = raw_shape
             self.built = True
         return graph
 
     def _check_build_shape(self, input_shape):
         check_input_shape(type(self).__name__, (None, None, None), input_shape)
-        self._built_input_shape = tuple(input_shape)[1:]
+        self.built_input_shape = tuple(input_shape)[1:]
 
     def _check(self, inputs):
         """Check the shape; returns the inputs in the compute dtype (integer images, uint8 say,
         are taken as a Functional model takes them)."""
-        expected = getattr(self, "_built_input_shape", None)
+        expected = getattr(self, "built_input_shape", None)
         if expected is None:
             expected = (None, None, None)
         check_input_shape(type(self).__name__, expected, inputs.shape)

@@ -97,7 +97,7 @@ class MyMultiLayer(layers.Layer):
     def compute_output_shape(self, batch_input_shape):
         b1, b2 = batch_input_shape
         if len(b1) != len(b2) or any(a is not None and b is not None and a != b
-                                     for a, b in zip(b1, b2)):
+                                     for a, b in zip(b1, b2, strict=True)):
             raise ValueError(f"Expected two inputs of one shape. Received: {tuple(b1)} and {tuple(b2)}")
         return [tuple(b1)] * 3
 

@@ -38,7 +38,8 @@ def align_targets(y_true, y_pred):
     y_true = ops.cast(y_true, y_pred.dtype)
     y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
     if len(y_true.shape) != len(y_pred.shape) or any(
-            a is not None and b is not None and a != b for a, b in zip(y_true.shape, y_pred.shape)):
+            a is not None and b is not None and a != b
+            for a, b in zip(y_true.shape, y_pred.shape, strict=True)):
         raise ValueError(f"Expected y_true and y_pred of one shape. Received: "
                          f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
     return y_true, y_pred

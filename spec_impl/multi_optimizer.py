@@ -45,6 +45,6 @@ def multi_optimizer_step(model, loss_fn, x, y, groups):
         if model.losses:
             loss = loss + tf.add_n(model.losses)
     for variables, optimizer in groups:
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
     del tape  # a persistent tape holds its resources until deleted
     return loss

@@ -7,7 +7,7 @@ from keras import layers, ops
 from spec_impl._base import BuildByCallMixin, inner, outer, serializable
 from spec_impl._validation import check_input_shape, check_positive_int
 from spec_impl.layers import ResidualBlock
-from spec_impl.trainer.precision import output_dtype
+from spec_impl.precision import output_dtype
 
 RECONSTRUCTION_WEIGHT = 0.05  # document 003
 N_HIDDEN = 5  # document 003: five Dense(10, relu) layers
@@ -148,7 +148,7 @@ class CustomModel(keras.Model):
             predictions = self(inputs, training=True)
             loss = self.loss_fn(targets, predictions)
         gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return self._update_metrics(loss, targets, predictions)
 
     def test_step(self, data):

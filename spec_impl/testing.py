@@ -111,7 +111,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     import keras
 
     from spec_impl.contract.component import takes_dtype
-    from spec_impl.trainer.precision import global_policy
+    from spec_impl.precision import global_policy
 
     compute = keras.DTypePolicy(policy).compute_dtype
     if takes_dtype(make):
@@ -123,7 +123,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
             outputs = obj(input_data)
     label = f"{type(obj).__name__} under {policy}"
     specs = obj.compute_output_spec(_as_spec(input_data, compute))
-    for tensor, spec in zip(_as_list(outputs), _as_list(specs)):
+    for tensor, spec in zip(_as_list(outputs), _as_list(specs), strict=True):
         got = keras.backend.standardize_dtype(tensor.dtype)
         assert got == spec.dtype, f"{label}: output dtype {got}, output spec says {spec.dtype}"
         want = "float32" if expected_float32_layers else compute
@@ -211,7 +211,7 @@ def digits_mlp(hidden=16, *, seed=0):
     """
     import keras
 
-    from spec_impl.trainer.precision import output_dtype
+    from spec_impl.precision import output_dtype
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -238,5 +238,5 @@ def assert_same_training(got, want, *, names=None, atol=1e-6, rtol=0.0):
     for key, got_key in names.items():
         assert_allclose(got_history[got_key], want_history[key], atol=atol, rtol=rtol, err_msg=key)
     assert len(got_weights) == len(want_weights)
-    for a, b in zip(got_weights, want_weights):
+    for a, b in zip(got_weights, want_weights, strict=True):
         assert_allclose(a, b, atol=atol, rtol=rtol)

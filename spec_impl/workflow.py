@@ -14,12 +14,12 @@ import numpy as np
 from spec_impl._validation import MAX_SKIPPED
 from spec_impl.data import class_names, load_dataset
 from spec_impl.evaluation import evaluate_classifier
+from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
 from spec_impl.saving import check_finite_weights, remove_stale_temporaries, save_model_atomic
 from spec_impl.trainer.checkpointing import has_checkpoints
 from spec_impl.trainer.distribute import chief_path, explicit, make_strategy
 from spec_impl.trainer.loop import train
-from spec_impl.trainer.precision import check_policy, global_policy
 
 
 @dataclass

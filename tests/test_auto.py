@@ -9,6 +9,7 @@ it with. No test asserts a time: which setting is fastest on this machine is the
 business.
 """
 
+import itertools
 import json
 import warnings
 
@@ -171,7 +172,7 @@ def test_the_choice_is_the_fastest_setting_timed(cost):
     assert set(calibration.first_call) == set(timed)  # each had its untimed first call
     ks = sorted({k for _, k in timed})
     assert ks == list(K_CANDIDATES[:len(ks)])  # no k skipped
-    for smaller, larger in zip(ks, ks[1:]):  # a larger k only after a gain
+    for smaller, larger in itertools.pairwise(ks):  # a larger k only after a gain
         best = min(t for (_, k), t in timed.items() if k == smaller)
         before = [t for (_, k), t in timed.items() if k < smaller]
         assert not before or best <= MORE_STEPS_GAIN * min(before)

@@ -298,7 +298,7 @@ def test_models_take_mistaken_values_like_float32(name, kind, built_models):
         return
     got = keras.tree.flatten(model(spoiled, training=False))
     want = keras.tree.flatten(model(clean, training=False))
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.shape[0] == n
         if kind == "nan":  # the spoiled sample is NaN; the others are untouched
             assert np.isnan(keras.ops.convert_to_numpy(a)[0]).all()

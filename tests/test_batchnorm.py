@@ -25,8 +25,9 @@ def test_recalibration_is_the_average_of_batch_statistics():
     assert recalibrate_batch_norm(model, batches) == 3
     bn = model.layers[0]
     weights = np.array([8, 8, 4]) / 20
-    assert_allclose(bn.moving_mean, sum(w * b.mean(0) for w, b in zip(weights, batches)), atol=1e-5)
-    assert_allclose(bn.moving_variance, sum(w * b.var(0) for w, b in zip(weights, batches)),
+    assert_allclose(bn.moving_mean, sum(w * b.mean(0) for w, b in zip(weights, batches, strict=True)),
+                    atol=1e-5)
+    assert_allclose(bn.moving_variance, sum(w * b.var(0) for w, b in zip(weights, batches, strict=True)),
                     atol=1e-4)
     assert bn.momentum == 0.99  # restored
     assert_allclose(bn.gamma, np.ones(3), atol=0, rtol=0)  # weights untouched

@@ -46,7 +46,7 @@ def test_workload_steps_without_retracing(name):
     for _ in range(3):
         trainer.train_step((workload.x, workload.y))
     assert tracing_count(trainer) == 1 and int(trainer.optimizer.iterations) == 3
-    assert all((a != b).any() for a, b in zip(before, workload.model.get_weights()))
+    assert all((a != b).any() for a, b in zip(before, workload.model.get_weights(), strict=True))
     assert sum(1 for _ in workload.dataset(2)) == 2
 
 

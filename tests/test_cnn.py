@@ -113,7 +113,7 @@ def test_the_three_apis_train_alike():
     losses = history["loss"]
     # It did train: each epoch's mean loss is below the last (measured 2.47, 0.63, 0.39).
     assert losses[0] > losses[1] > losses[2]
-    moved = max(np.abs(w - w0).max() for w, w0 in zip(weights, initial))
+    moved = max(np.abs(w - w0).max() for w, w0 in zip(weights, initial, strict=True))
     assert moved > 1e-2
 
 

@@ -61,7 +61,7 @@ WEIGHTS = st.one_of(st.just(0.0), st.floats(1e-3, 5))
 @given(st.lists(st.tuples(st.floats(-20, 20), st.floats(-20, 20), WEIGHTS), min_size=1,
                 max_size=16))
 def test_huber_mean_metric_is_the_weighted_mean(samples):
-    y_true, y_pred, weights = (np.array(column, "float32")[:, None] for column in zip(*samples))
+    y_true, y_pred, weights = (np.array(column, "float32")[:, None] for column in zip(*samples, strict=True))
     metric = HuberMeanMetric(THRESHOLD)
     metric.update_state(y_true, y_pred, sample_weight=weights[:, 0])
     values = huber(y_true, y_pred)[:, 0]
@@ -177,10 +177,10 @@ def test_multi_optimizer_step_updates_each_group_with_its_optimizer():
         with tf.GradientTape() as tape:
             ref_loss = loss_fn(y, reference(x, training=True))
         grads = tape.gradient(ref_loss, [*ref_lower, *ref_upper])
-        sgd.apply_gradients(zip(grads[:2], ref_lower))
-        adam.apply_gradients(zip(grads[2:], ref_upper))
+        sgd.apply_gradients(zip(grads[:2], ref_lower, strict=True))
+        adam.apply_gradients(zip(grads[2:], ref_upper, strict=True))
     assert_allclose(loss, ref_loss)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want)
 
 

@@ -310,6 +310,6 @@ def test_a_gan_preempted_mid_epoch_resumes_bit_identical(tmp_path):
     assert (info.value.epoch, info.value.step) == (1, 3)
     resumed = _run("train", "guide-GAN-no-targets", "function", 1, checkpoint_dir=folder)
     assert len(resumed[1]) == len(straight[1])
-    for got, want in zip(resumed[1], straight[1]):
+    for got, want in zip(resumed[1], straight[1], strict=True):
         np.testing.assert_array_equal(got, want)
     assert resumed[0]["d_loss"] == straight[0]["d_loss"][-1:]

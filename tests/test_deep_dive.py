@@ -105,7 +105,7 @@ def test_subclassed_ticket_model_equals_functional_with_copied_weights():
     sub.priority_scorer.set_weights(functional.get_layer("priority").get_weights())
     sub.department_classifier.set_weights(functional.get_layer("department").get_weights())
     assert sub.count_params() == TICKET_PARAMS
-    for got, want in zip(sub(inputs), functional(inputs)):
+    for got, want in zip(sub(inputs), functional(inputs), strict=True):
         assert_allclose(got, want)
 
 
@@ -150,7 +150,7 @@ def test_subclassed_ticket_model_trains_as_the_functional_one():
     assert_same_training((got, weights), (want, reference), names=HISTORY_KEYS)
     # It did train (measured: loss 2.16, 1.07, 0.87; the largest weight step ~1.9e-3).
     assert got["loss"][0] > got["loss"][1] > got["loss"][2]
-    assert max(np.abs(a - b).max() for a, b in zip(sub.get_weights(), initial)) > 1e-4
+    assert max(np.abs(a - b).max() for a, b in zip(sub.get_weights(), initial, strict=True)) > 1e-4
 
 
 def test_subclassed_ticket_model_names_missing_inputs():
@@ -239,7 +239,7 @@ def test_mnist_mlp_trains_as_the_same_keras_sequential():
     got, want = histories
     assert_same_training((got, model.get_weights()), (want, reference.get_weights()))
     assert got["accuracy"][-1] > got["accuracy"][0]
-    assert max(np.abs(a - b).max() for a, b in zip(model.get_weights(), initial)) > 1e-3
+    assert max(np.abs(a - b).max() for a, b in zip(model.get_weights(), initial, strict=True)) > 1e-3
 
 
 def test_plot_model_writes_a_png(tmp_path, graphviz):

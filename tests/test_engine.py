@@ -37,13 +37,6 @@ def test_unknown_mode_lists_the_modes(digits):
         quiet_train(digits_mlp(32), digits[0], mode="jit")
 
 
-def test_the_old_call_with_an_x_y_pair_names_the_new_form(digits):
-    with pytest.raises(TypeError, match=re.escape(
-            "train(model, (x, y)) passes the pair as two inputs, and the model takes one. "
-            "Expected train(model, x, y, ...), as model.fit(x, y, ...).")):
-        train(digits_mlp(8), digits[0], loss="sparse_categorical_crossentropy", optimizer="sgd")
-
-
 def test_history_has_one_value_per_epoch_and_learns(digits):
     history = quiet_train(digits_mlp(32), digits[0], epochs=3, validation_data=digits[1],
                           metrics=["accuracy"])
@@ -138,7 +131,7 @@ def test_modes_agree_with_fit(mode, digits):
     model = digits_mlp(32)
     model.set_weights(initial)
     quiet_train(model, (x, y), optimizer=keras.optimizers.Adam(1e-2), mode=mode)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want, atol=1e-5)  # float32 reductions in a different order
 
 
@@ -213,7 +206,7 @@ def test_shape_mismatch_is_refused_before_the_first_step(digits):
     with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, 64\). "
                                          r"Received: \(batch, 63\)"):
         quiet_train(model, (x[:, :63], y))
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_labels_out_of_range_are_refused(digits):

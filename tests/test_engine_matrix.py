@@ -48,14 +48,15 @@ AXES = list(itertools.product(MODES, [False, True], [False, True], [False, True]
 
 @pytest.mark.parametrize(
     "mode,log,ckpt,callbacks,metrics", AXES,
-    ids=["-".join([m, *(name for name, on in zip(("log", "ckpt", "cb", "metrics"), flags) if on)])
+    ids=["-".join([m, *(name for name, on in zip(("log", "ckpt", "cb", "metrics"), flags, strict=True)
+                        if on)])
          for m, *flags in AXES])
 def test_every_combination_trains_writes_and_agrees(mode, log, ckpt, callbacks, metrics, digits,
                                                     reference, tmp_path):
     model, history, recorder = run(digits, tmp_path, mode=mode, log=log, ckpt=ckpt,
                                    callbacks=callbacks, metrics=metrics)
     ref_weights, ref_history = reference
-    for got, want in zip(model.get_weights(), ref_weights):
+    for got, want in zip(model.get_weights(), ref_weights, strict=True):
         assert_allclose(got, want, atol=ATOL)
     assert_allclose(history["loss"], ref_history["loss"], atol=ATOL)
     assert_allclose(history["val_loss"], ref_history["val_loss"], atol=ATOL)
@@ -93,7 +94,7 @@ def test_steps_per_execution_matches_one_step_per_call(mode, k, digits, referenc
     model, history, recorder = run(digits, tmp_path, mode=mode, log=True, ckpt=True,
                                    callbacks=True, metrics=True, k=k)
     ref_weights, ref_history = reference
-    for got, want in zip(model.get_weights(), ref_weights):
+    for got, want in zip(model.get_weights(), ref_weights, strict=True):
         assert_allclose(got, want, atol=ATOL)
     assert_allclose(history["loss"], ref_history["loss"], atol=ATOL)
     assert_allclose(history["val_loss"], ref_history["val_loss"], atol=ATOL)
@@ -131,7 +132,7 @@ def test_callback_calls_match_fit_with_the_same_steps_per_execution(k, digits):
     assert_allclose([c[2] for c in train_recorder.calls if c[0] == "end"],
                     [c[2] for c in fit_recorder.calls if c[0] == "end"], atol=ATOL)
     assert_allclose(history["loss"], fit["loss"], atol=ATOL)
-    for got, want in zip(mine.get_weights(), model.get_weights()):
+    for got, want in zip(mine.get_weights(), model.get_weights(), strict=True):
         assert_allclose(got, want, atol=ATOL)
 
 
@@ -181,7 +182,7 @@ def test_unknown_length_dataset_with_several_steps_per_call(digits, reference):
                     optimizer=keras.optimizers.SGD(0.1), epochs=EPOCHS, steps_per_execution=3,
                     verbose=0).history
     assert_allclose(history["loss"], reference[1]["loss"], atol=ATOL)
-    for got, want in zip(model.get_weights(), reference[0]):
+    for got, want in zip(model.get_weights(), reference[0], strict=True):
         assert_allclose(got, want, atol=ATOL)
 
 
@@ -219,7 +220,7 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
                                                                             tmp_path):
     # Two epochs straight, against one epoch, a fresh process-like restart (new model, new
     # optimizer) and a resume to two: the same weights, and the loss scale's state survives.
-    from spec_impl.trainer.precision import global_policy
+    from spec_impl.precision import global_policy
 
     def model():
         with global_policy(policy):
@@ -237,7 +238,7 @@ def test_mixed_precision_with_logging_checkpoints_steps_per_call_and_resume(poli
     fit_for(1, "b", model())
     resumed_model = model()
     resumed = fit_for(EPOCHS, "b", resumed_model)
-    for got, want in zip(resumed_model.get_weights(), straight.get_weights()):
+    for got, want in zip(resumed_model.get_weights(), straight.get_weights(), strict=True):
         assert_allclose(got, want, atol=0, rtol=0)
     assert_allclose(resumed["loss"], history["loss"][1:], atol=0, rtol=0)
     optimizer = resumed_model.optimizer

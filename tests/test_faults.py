@@ -56,9 +56,9 @@ def run(mode="function", k=1, callbacks=(), x=None, y=None, epochs=EPOCHS, **kwa
 
 
 def assert_same_state(model, reference):
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
-    for got, want in zip(model.optimizer.variables, reference.optimizer.variables):
+    for got, want in zip(model.optimizer.variables, reference.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=got.path)
 
 
@@ -367,7 +367,7 @@ def test_skip_under_a_mirrored_strategy_equals_one_device():
               strategy=strategy)
     xr, yr = _without_bad_batch()
     reference, _ = run("function", 1, x=xr, y=yr, epochs=1)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 

@@ -58,7 +58,8 @@ def test_sigterm_mid_run_exits_42_and_the_rerun_ends_bit_identical(tmp_path):
     resumed = subprocess.run(command(out, "--resume"), capture_output=True, text=True,
                              timeout=TIMEOUT)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    for got, want in zip(weights(out / "model.keras"), weights(tmp_path / "reference" / "model.keras")):
+    for got, want in zip(weights(out / "model.keras"), weights(tmp_path / "reference" / "model.keras"),
+                         strict=True):
         np.testing.assert_array_equal(got, want)
 
 

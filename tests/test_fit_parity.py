@@ -255,7 +255,7 @@ def assert_same_histories(ours, theirs, atol=ATOL):
 
 def assert_same_weights(ours, theirs, atol=ATOL):
     assert len(ours.weights) == len(theirs.weights)
-    for got, want in zip(ours.get_weights(), theirs.get_weights()):
+    for got, want in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         assert_allclose(got, want, atol=atol)
 
 
@@ -319,7 +319,7 @@ def test_keras_callbacks_act_as_under_fit(name, variant, tmp_path):
     if name == "CSVLogger":
         ours, theirs = _csv_rows(tmp_path / "train" / "log.csv"), _csv_rows(tmp_path / "fit" / "log.csv")
         assert [sorted(r) for r in ours] == [sorted(r) for r in theirs]
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             assert_allclose([float(a[k]) for k in sorted(a)], [float(b[k]) for k in sorted(a)],
                             atol=ATOL)
     if name == "TensorBoard":
@@ -396,7 +396,7 @@ def test_a_repeated_dataset_without_steps_per_epoch_is_refused_before_the_first_
     with pytest.raises(ValueError, match=r"`x` is an infinitely repeated dataset, so an epoch "
                                          r"never ends: pass `steps_per_epoch`"):
         train(model, endless, loss=SPARSE, optimizer="sgd", verbose=0)
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_fit_overruns_steps_per_epoch_that_steps_per_execution_does_not_divide():

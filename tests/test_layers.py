@@ -52,7 +52,7 @@ def test_my_dense_equals_dense_in_outputs_and_gradients():
             loss = tf.reduce_sum(layer(x) ** 2)
         grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
     assert_allclose(mine(x), ref(x))
-    for g_mine, g_ref in zip(*grads):
+    for g_mine, g_ref in zip(*grads, strict=True):
         assert_allclose(g_mine, g_ref, atol=1e-5)  # two float32 matmul orders
 
 

@@ -44,7 +44,7 @@ def test_huber_metric_streams_to_the_whole_batch_mean(errors, n_chunks, threshol
     y_true = np.zeros_like(errors).reshape(-1, 1)
     y_pred = errors.reshape(-1, 1)
     m = HuberMetric(threshold)
-    for t, p in zip(np.array_split(y_true, n_chunks), np.array_split(y_pred, n_chunks)):
+    for t, p in zip(np.array_split(y_true, n_chunks), np.array_split(y_pred, n_chunks), strict=True):
         if len(t):
             m.update_state(t, p)
     whole = np.mean(create_huber(threshold)(y_true, y_pred))
@@ -74,7 +74,7 @@ def test_rmse_streams_to_the_batch_value(n, n_chunks, seed):
     p = rng.dirichlet(np.ones(5), size=n).astype("float32")
     y = rng.integers(0, 5, n)
     m = RootMeanSquaredError()
-    for yc, pc in zip(np.array_split(y, n_chunks), np.array_split(p, n_chunks)):
+    for yc, pc in zip(np.array_split(y, n_chunks), np.array_split(p, n_chunks), strict=True):
         if len(yc):
             m.update_state(yc, pc)
     assert_allclose(m.result(), rmse_reference(y, p), atol=1e-6, rtol=1e-5)
@@ -91,7 +91,7 @@ def test_weighted_rmse_is_sqrt_classes_times_keras_rmse(n, n_chunks, classes, se
     y = rng.integers(0, classes, n)
     w = rng.random(n).astype("float32")
     mine, theirs = RootMeanSquaredError(), keras.metrics.RootMeanSquaredError()
-    for yc, pc, wc in zip(*(np.array_split(a, n_chunks) for a in (y, p, w))):
+    for yc, pc, wc in zip(*(np.array_split(a, n_chunks) for a in (y, p, w)), strict=True):
         if len(yc):
             mine.update_state(yc, pc, sample_weight=wc)
             theirs.update_state(np.eye(classes, dtype="float32")[yc], pc, sample_weight=wc)

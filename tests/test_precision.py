@@ -13,6 +13,7 @@ from spec_impl import (
     ReconstructionRegressor,
     train,
 )
+from spec_impl.precision import POLICIES, global_policy, is_mixed, output_dtype
 from spec_impl.registry import MODELS
 from spec_impl.testing import (
     MIXED_POLICIES,
@@ -24,7 +25,6 @@ from spec_impl.testing import (
     run_layer_test,
 )
 from spec_impl.trainer.engine import Trainer
-from spec_impl.trainer.precision import POLICIES, global_policy, is_mixed, output_dtype
 
 RNG = np.random.default_rng(0)
 LOSS_SCALE = 2.0**15  # keras.optimizers.LossScaleOptimizer's initial_scale
@@ -211,7 +211,8 @@ def test_train_matches_fit_under_each_policy(policy, mode, digits):
     assert {w.dtype for w in model.weights} == {"float32"}
     assert_same_training((history, model.get_weights()), (fit, reference.get_weights()),
                          atol=ROUND_OFF)
-    moved = np.concatenate([np.abs(w - w0).ravel() for w, w0 in zip(model.get_weights(), initial)])
+    moved = np.concatenate([np.abs(w - w0).ravel()
+                            for w, w0 in zip(model.get_weights(), initial, strict=True)])
     assert np.median(moved) > 1000 * ROUND_OFF  # measured: ~8.6e-4
 
 
@@ -221,5 +222,5 @@ def test_the_policies_train_to_different_weights(digits):
     weights = {policy: _fit_and_train(policy, "function", *digits)[3].get_weights()
                for policy in POLICIES}
     for policy in ("mixed_float16", "mixed_bfloat16"):
-        gap = max(np.abs(a - b).max() for a, b in zip(weights[policy], weights["float32"]))
+        gap = max(np.abs(a - b).max() for a, b in zip(weights[policy], weights["float32"], strict=True))
         assert gap > 10 * ROUND_OFF, (policy, gap)  # measured: float16 7.7e-6, bfloat16 4.3e-4

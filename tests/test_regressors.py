@@ -121,7 +121,7 @@ def test_without_reconstruction_it_trains_as_six_keras_dense_layers():
     assert set(got) == set(want) == {"loss", "val_loss"}
     for key in want:
         assert_allclose(got[key], want[key], atol=1e-6, rtol=1e-6)  # losses ~1 to ~77
-    for a, b in zip(model.get_weights(), reference.get_weights()):
+    for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(a, b, atol=1e-6, rtol=0)
 
 

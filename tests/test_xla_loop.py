@@ -47,7 +47,7 @@ def test_xla_groups_equal_function_mode(n, k, tmp_path):
     assert sorted(history.history) == sorted(ref_history.history)
     for name, values in ref_history.history.items():
         assert_allclose(history.history[name], values, atol=ATOL, err_msg=name)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want, atol=ATOL)
     # callbacks once per call, at the same steps
     assert [c[:2] for c in calls.calls] == [c[:2] for c in ref_calls.calls]
@@ -127,5 +127,5 @@ def test_a_run_resumed_mid_epoch_from_a_group_checkpoint_equals_a_straight_one(t
     resumed = digits_mlp()
     train(resumed, x, y, optimizer=keras.optimizers.Adam(1e-2), checkpoint_dir=str(tmp_path / "b"),
           **settings)
-    for got, want in zip(resumed.get_weights(), straight.get_weights()):
+    for got, want in zip(resumed.get_weights(), straight.get_weights(), strict=True):
         assert_allclose(got, want, atol=0, rtol=0)

@@ -30,8 +30,7 @@ from spec_impl.bench.settings import (
     PEAK_MATMUL_N,
 )
 from spec_impl.bench.workloads import build_workload
-from spec_impl.trainer.data import dataset_steps
-from spec_impl.trainer.engine import Trainer
+from spec_impl.trainer import Trainer, dataset_steps
 
 
 def timed(fn):
@@ -139,7 +138,7 @@ def make_trainer(workload, mode, steps_per_execution=1, strategy=None):
 def distributed_trainer(name, replicas=None):
     """`(workload, trainer)` of `name` at the global batch `DISTRIBUTED_BATCH`, in function mode,
     under `MirroredStrategy` on `replicas` devices (`None`: no strategy)."""
-    from spec_impl.trainer.distribute import make_strategy
+    from spec_impl.trainer import make_strategy
 
     strategy = None if replicas is None else make_strategy("mirrored", replicas)
     with contextlib.nullcontext() if strategy is None else strategy.scope():

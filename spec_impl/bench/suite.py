@@ -50,9 +50,8 @@ from spec_impl.bench.settings import (
     step_counts,
 )
 from spec_impl.bench.workloads import WorkloadSpec, build_workload
-from spec_impl.trainer.auto import AUTO_MODES, Calibration
-from spec_impl.trainer.engine import XLA_UNROLL
-from spec_impl.trainer.precision import global_policy
+from spec_impl.precision import global_policy
+from spec_impl.trainer import AUTO_MODES, XLA_UNROLL, Calibration
 
 
 def _compute_dtype(model):

@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from spec_impl.bench.settings import DEFAULT_BATCH, USER_BATCH, WORKLOADS
 from spec_impl.saving import load_model_checked
-from spec_impl.trainer.checks import is_sparse
-from spec_impl.trainer.data import untuned_options
+from spec_impl.trainer import is_sparse, untuned_options
 
 
 @dataclass
@@ -161,7 +160,7 @@ def _targets_for(model, x, loss, rng, batch):
     outputs = tf.nest.flatten(model(x))
     losses = loss if isinstance(loss, (list, tuple)) else [loss] * len(outputs)
     targets = tuple(targets_for_loss(rng, fn, int(out.shape[-1]), batch)
-                    for fn, out in zip(losses, outputs))
+                    for fn, out in zip(losses, outputs, strict=True))
     return targets[0] if len(targets) == 1 else targets
 
 

@@ -154,7 +154,7 @@ class Context:
     def make_under(self, dtype):
         """A fresh object whose dtype policy is `dtype`: passed as `dtype=` when the factory
         takes it, else through the global policy while it is made. Returns `(obj, how)`."""
-        from spec_impl.trainer.precision import global_policy
+        from spec_impl.precision import global_policy
 
         if takes_dtype(self.make):
             return self.make(dtype=dtype), "dtype="

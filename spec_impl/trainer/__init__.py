@@ -1,10 +1,16 @@
 """The training engine, as Keras separates it: `Trainer` holds what `compile` holds and the
 step functions (`engine`), `Trainer.fit` / `train` run the epoch loop (`loop`), with data as
 `fit` takes it (`data`), the checks before the first step (`checks`), checkpoints
-(`checkpointing`), `tf.distribute` (`distribute`), mixed precision (`precision`) and batch-norm
-recalibration (`batchnorm`)."""
+(`checkpointing`), `tf.distribute` (`distribute`) and batch-norm recalibration (`batchnorm`);
+mixed precision is `spec_impl.precision`, which the models import too."""
 
-from spec_impl.trainer.engine import Trainer
+from spec_impl.trainer.auto import AUTO_MODES, Calibration
+from spec_impl.trainer.checks import is_sparse
+from spec_impl.trainer.data import dataset_steps, untuned_options
+from spec_impl.trainer.distribute import make_strategy
+from spec_impl.trainer.engine import XLA_UNROLL, Trainer
 from spec_impl.trainer.loop import train
 
-__all__ = ["Trainer", "train"]
+# The engine's public API: what `train` users and the benchmarks (`spec_impl.bench`) import.
+__all__ = ["AUTO_MODES", "XLA_UNROLL", "Calibration", "Trainer", "dataset_steps", "is_sparse",
+           "make_strategy", "train", "untuned_options"]

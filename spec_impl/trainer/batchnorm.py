@@ -15,11 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from spec_impl.trainer import keras_api
+
 
 def batch_norm_layers(model):
     """Every `BatchNormalization` layer inside `model`, however deeply nested."""
-    # `_flatten_layers` is Keras's own recursive walk over tracked sub-layers.
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in keras_api.all_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
@@ -76,7 +77,7 @@ def recalibrate_batch_norm(model, data, max_batches=None):
             if max_batches is not None and batches >= max_batches:
                 break
     finally:
-        for bn, momentum in zip(layers, momenta):
+        for bn, momentum in zip(layers, momenta, strict=True):
             bn.momentum = momentum
     if seen == 0:
         raise ValueError("Expected at least one batch to recalibrate batch norm. Received none.")

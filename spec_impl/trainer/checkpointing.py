@@ -30,11 +30,11 @@ import shutil
 import tempfile
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from spec_impl.saving import check_finite_weights, write_atomic_text
+from spec_impl.trainer import keras_api
 
 MAX_TO_KEEP = 3
 INDEX_NAME = "checkpoint"  # TensorFlow's index of a folder's checkpoints
@@ -109,8 +109,7 @@ def _first_line(error):
 def _learning_rate(optimizer):
     """The optimizer's learning rate as a float, or `None` under a schedule."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if isinstance(getattr(optimizer, "_learning_rate", None),
-                  keras.optimizers.schedules.LearningRateSchedule):
+    if keras_api.learning_rate_schedule(optimizer) is not None:
         return None
     return float(f"{float(np.asarray(optimizer.learning_rate)):.7g}")  # float32's digits
 

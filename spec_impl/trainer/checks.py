@@ -10,14 +10,16 @@ SPARSE_LOSSES = (keras.losses.SparseCategoricalCrossentropy,)
 
 def _expected_input_shape(model):
     """The model's input shape without the batch axis, where the model declares one (a
-    `Sequential` model without an input shape declares none until its first batch)."""
+    `Sequential` model without an input shape declares none until its first batch): its
+    `inputs`, or the public `built_input_shape` a model that builds on its first call records
+    (the Inception family does)."""
     if isinstance(model, keras.Sequential) and not model.built:
         return None
     if isinstance(model, keras.Sequential) or type(model).__name__ == "Functional":
         inputs = model.inputs
         if len(inputs) == 1:
             return tuple(inputs[0].shape[1:])
-    return getattr(model, "_built_input_shape", None)
+    return getattr(model, "built_input_shape", None)
 
 
 def is_sparse(loss):
@@ -48,7 +50,7 @@ def check_input_shape(model, element_spec):
     if expected is not None and isinstance(x_spec, tf.TensorSpec):
         received = tuple(x_spec.shape[1:])
         if len(received) != len(expected) or any(
-                e is not None and r is not None and e != r for e, r in zip(expected, received)):
+                e is not None and r is not None and e != r for e, r in zip(expected, received, strict=True)):
             raise ValueError(
                 f"The model expects inputs of shape {shape_text(expected)}. "
                 f"Received: {shape_text(received)}"

@@ -32,6 +32,7 @@ import tempfile
 import tensorflow as tf
 
 from spec_impl._validation import STRATEGIES, check_choice, check_positive_int
+from spec_impl.trainer import keras_api
 
 
 def make_strategy(kind="default", devices=None):
@@ -178,7 +179,7 @@ def check_optimizer_scope(optimizer, strategy):
     """
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
     for opt in {id(optimizer): optimizer, id(inner): inner}.values():
-        recorded = getattr(opt, "_distribution_strategy", strategy)
+        recorded = keras_api.optimizer_strategy(opt, strategy)
         if recorded is not strategy:
             raise ValueError(
                 f"The optimizer {type(opt).__name__} was created outside the strategy's scope. "

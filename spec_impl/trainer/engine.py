@@ -2,7 +2,7 @@
 
 GradientTape -> loss (Keras's compiled loss plus `model.losses`) -> gradients ->
 `apply_gradients` -> metrics, compiled with `tf.function` (or XLA), several steps per call,
-logged to TensorBoard with `tf.summary`. `Trainer.fit` (`spec_impl.trainer.loop`) runs it epoch
+logged to TensorBoard with `tf.summary`. `Trainer.fit` (`spec_impl.trainer.fit_loop`) runs it epoch
 by epoch with Keras callbacks, checkpoints and validation.
 
 Losses, metrics, their names, output dicts, `loss_weights` and sample weights are resolved by
@@ -36,6 +36,8 @@ from spec_impl.trainer.distribute import (
     distribute_dataset,
     explicit,
 )
+from spec_impl.trainer.fit_loop import FitLoop
+from spec_impl.trainer.non_finite import NON_FINITE, WEIGHTS_OVERFLOWED
 
 
 def _free_batch(element_spec):
@@ -105,10 +107,6 @@ def _scalar(tag, value):
 
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
-# The loss a step reports when its update made a weight non-finite although its loss and
-# gradients were finite (a loss can be +inf, as log(0); -inf is what no usual loss reaches).
-WEIGHTS_OVERFLOWED = float("-inf")
 NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 ON_NAN = ("stop", "skip")
 # The XLA group unrolls at most this many steps in one program: its compilation grows with the
@@ -398,7 +396,7 @@ class Trainer:
         layers, in one list shared by the replica threads, which the next replica's forward pass
         replaces at the first cross-replica call (the all-reduce here).
         """
-        compiled = self.model._compile_loss
+        compiled = keras_api.compiled_loss(self.model)
         mean = keras_api.unscale_loss_for_distribution(compiled(y, predictions, sample_weight))
         if extra_losses:
             mean = mean + tf.add_n([tf.cast(term, mean.dtype) for term in extra_losses])
@@ -468,7 +466,7 @@ class Trainer:
         """Apply `gradients` and update the loss tracker and the metrics."""
         variables = self.model.trainable_variables
         if variables:
-            self.optimizer.apply_gradients(zip(gradients, variables))  # unscales first
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))  # unscales first
         else:  # nothing to train: the loss and metrics are still computed, as under fit
             warnings.warn(NO_TRAINABLE_WEIGHTS, stacklevel=2)
         keras_api.loss_tracker(self.model).update_state(mean, sample_weight=_batch_size(x))
@@ -721,6 +719,4 @@ class Trainer:
         Returns:
             The `keras.callbacks.History` (also `model.history`).
         """
-        from spec_impl.trainer.loop import FitLoop
-
         return FitLoop(self, **kwargs).run(x, y)

@@ -6,12 +6,14 @@
 log the same names; each is named here once, so a Keras upgrade that moves one breaks one file.
 """
 
+import keras
 from keras.src.backend.tensorflow.trainer import reduce_per_replica as _reduce_per_replica
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
 
-__all__ = ["all_layers", "data_adapter", "loss_tracker", "reduce_per_replica", "symbolic_build",
-           "train_validation_split", "unscale_loss_for_distribution"]
+__all__ = ["all_layers", "backup_initial_epoch", "compiled_loss", "data_adapter",
+           "learning_rate_schedule", "loss_tracker", "optimizer_strategy", "reduce_per_replica",
+           "symbolic_build", "train_validation_split", "unscale_loss_for_distribution"]
 
 
 def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
@@ -48,4 +50,28 @@ def reduce_per_replica(values, strategy):
 def all_layers(model):
     """Every layer inside `model`, nested ones included (those a subclassed layer holds as
     attributes, which `model.layers` does not list)."""
-    return list(model._flatten_layers(include_self=False))
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def compiled_loss(model):
+    """The loss `compile` built (`Model.compute_loss` adds `model.losses` to it; the engine
+    adds them per replica itself)."""
+    return model._compile_loss
+
+
+def backup_initial_epoch(model):
+    """The epoch `keras.callbacks.BackupAndRestore` restored and `fit` resumes from, or `None`."""
+    return getattr(model, "_initial_epoch", None)
+
+
+def optimizer_strategy(optimizer, default):
+    """The `tf.distribute` strategy an optimizer was created under, or `default` where Keras
+    recorded none."""
+    return getattr(optimizer, "_distribution_strategy", default)
+
+
+def learning_rate_schedule(optimizer):
+    """The optimizer's `LearningRateSchedule`, or `None` for a fixed rate."""
+    rate = getattr(optimizer, "_learning_rate", None)
+    return rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
+

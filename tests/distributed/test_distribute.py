@@ -136,7 +136,7 @@ PER_CALL_MEANS = ("reconstruction_loss",)
 
 def assert_same_run(run, reference, err_msg="", even=False):
     (model, history), (ref_weights, ref_history) = run, reference
-    for got, want in zip(model.get_weights(), ref_weights):
+    for got, want in zip(model.get_weights(), ref_weights, strict=True):
         assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=err_msg)
     assert sorted(history) == sorted(ref_history), err_msg
     for name, values in ref_history.items():
@@ -238,7 +238,7 @@ def test_fit_and_the_default_average_weigh_an_uneven_partial_batch_wrong(strateg
     device; `fit` under the strategy does not (on an even split it does, test above)."""
     reference = one_device("mnist_mlp", N_UNEVEN, "fit")
     fitted = run_fit("mnist_mlp", strategies[2], n=N_UNEVEN)
-    gap = max(np.abs(a - b).max() for a, b in zip(fitted[0].get_weights(), reference[0]))
+    gap = max(np.abs(a - b).max() for a, b in zip(fitted[0].get_weights(), reference[0], strict=True))
     assert gap > 1e-3
     assert_same_run(run_loop("mnist_mlp", strategies[2], n=N_UNEVEN), one_device("mnist_mlp"))
 
@@ -381,7 +381,7 @@ def test_checkpoint_and_resume_under_a_strategy(strategies, tmp_path):
     assert (reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"),
             reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == (0, 1)
     resumed = run_loop("mnist_mlp", strategy, checkpoint_dir=str(tmp_path))
-    for got, want in zip(resumed[0].get_weights(), reference[0]):
+    for got, want in zip(resumed[0].get_weights(), reference[0], strict=True):
         assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
@@ -482,7 +482,7 @@ def assert_chief_result(out, reference):
         assert_allclose(saved[f"arr_{i}"], want, rtol=RTOL, atol=ATOL)
     assert_allclose(saved["loss"], losses, rtol=RTOL)
     reloaded = keras.saving.load_model(out / "model.keras")
-    for got, want in zip(reloaded.get_weights(), weights):
+    for got, want in zip(reloaded.get_weights(), weights, strict=True):
         assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 

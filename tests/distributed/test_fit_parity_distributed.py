@@ -97,7 +97,7 @@ def test_train_equals_fit_under_mirrored_strategy(name):
     assert sorted(history.history) == sorted(fit_history.history)
     for key, values in fit_history.history.items():
         assert_allclose(history.history[key], values, atol=ATOL, err_msg=key)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want, atol=ATOL)
 
 
@@ -129,5 +129,5 @@ def test_a_models_own_train_step_under_mirrored_strategy_as_under_fit():
     for key, values in fit_history.history.items():
         assert_allclose(history.history[key], values, atol=ATOL, err_msg=key)
     assert len(model.get_weights()) == len(reference.get_weights())
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert_allclose(got, want, atol=ATOL)
