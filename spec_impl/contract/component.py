@@ -106,15 +106,11 @@ def map_arrays(fn, data):
     return fn(data)
 
 
-def arrays_of(data):
-    """The arrays of `data` as a flat list."""
-    if isinstance(data, dict):
-        return list(data.values())
-    return list(data) if isinstance(data, (list, tuple)) else [data]
-
-
 def as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else ([*x.values()] if isinstance(x, dict) else [x])
+    """The arrays (or tensors) of `x` as a flat list: a dict's values, a list's items, or `[x]`."""
+    if isinstance(x, dict):
+        return list(x.values())
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 class Context:
@@ -130,7 +126,6 @@ class Context:
         self.expect = dict(expect or {})
         self.label = label or self.target or getattr(make, "__qualname__", repr(make))
         self.train_target, self.loss = train_target, loss
-        self.tracebacks = {}
         self.folder = None
         self.obj = None
         self._kind = kind
@@ -149,7 +144,7 @@ class Context:
     @property
     def batch(self):
         """The number of examples in the inputs."""
-        return len(arrays_of(self.inputs)[0])
+        return len(as_list(self.inputs)[0])
 
     def make_under(self, dtype):
         """A fresh object whose dtype policy is `dtype`: passed as `dtype=` when the factory
@@ -185,6 +180,4 @@ class Context:
         def spec(a):
             return keras.Input(shape=np.shape(a)[1:], dtype=str(np.asarray(a).dtype))
 
-        if isinstance(self.inputs, dict):
-            return {k: spec(v) for k, v in self.inputs.items()}
         return map_arrays(spec, self.inputs)

@@ -10,7 +10,6 @@ with that reason, so that one fault fails one check (the first that sees it) and
 import contextlib
 import dataclasses
 import tempfile
-import traceback
 import warnings
 
 OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
@@ -128,7 +127,6 @@ def _run_one(chk, ctx, done):
     except Failure as failure:
         return Result(chk.name, FAILED, cause=failure.cause, fix=failure.fix or chk.fix)
     except Exception as error:
-        ctx.tracebacks[chk.name] = traceback.format_exc()
         return Result(chk.name, FAILED, cause=first_line(error), fix=chk.fix)
     return Result(chk.name, OK, detail or "")
 

@@ -4,7 +4,7 @@ finite-difference gradients and two replicas."""
 import numpy as np
 
 from spec_impl.contract import _private
-from spec_impl.contract.component import arrays_of, as_list, generate, map_arrays
+from spec_impl.contract.component import as_list, generate, map_arrays
 from spec_impl.contract.core import Failure, Skip, check, first_line
 from spec_impl.contract.layer_checks import LAYERS
 from spec_impl.contract.saving_checks import assert_outputs_equal
@@ -192,8 +192,8 @@ def finite_differences(ctx):
     inputs = _as_float64(ctx.inputs)
     ctx.call(obj, inputs, training=False)
     value = _scalar_function(ctx, obj)
-    float_inputs = [i for i, a in enumerate(arrays_of(inputs)) if np.asarray(a).dtype.kind == "f"]
-    tensors = [tf.Variable(np.asarray(a)) for a in arrays_of(inputs)]
+    float_inputs = [i for i, a in enumerate(as_list(inputs)) if np.asarray(a).dtype.kind == "f"]
+    tensors = [tf.Variable(np.asarray(a)) for a in as_list(inputs)]
 
     def rebuild():
         if isinstance(inputs, dict):
