@@ -44,7 +44,7 @@ def test_workload_steps_without_retracing(name):
     trainer = make_trainer(workload, "function")
     before = [w.copy() for w in workload.model.get_weights()]
     for _ in range(3):
-        trainer.train_step((workload.x, workload.y))
+        trainer.compiled_train_step((workload.x, workload.y))
     assert tracing_count(trainer) == 1 and int(trainer.optimizer.iterations) == 3
     assert all((a != b).any() for a, b in zip(before, workload.model.get_weights(), strict=True))
     assert sum(1 for _ in workload.dataset(2)) == 2

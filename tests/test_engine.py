@@ -57,8 +57,8 @@ def test_step_functions_trace_once_across_epochs_and_a_partial_batch(digits):
     # add a trace: exactly one trace per step function after three epochs.
     trainer = Trainer(digits_mlp(32), loss="sparse_categorical_crossentropy", optimizer="adam")
     trainer.fit(*digits[0], epochs=3, validation_data=digits[1], verbose=0, shuffle=False)
-    assert trainer.train_step.traced.experimental_get_tracing_count() == 1
-    assert trainer.test_step.traced.experimental_get_tracing_count() == 1
+    assert trainer.compiled_train_step.traced.experimental_get_tracing_count() == 1
+    assert trainer.compiled_test_step.traced.experimental_get_tracing_count() == 1
 
 
 def test_loss_includes_model_losses(digits):
@@ -69,7 +69,7 @@ def test_loss_includes_model_losses(digits):
     model(x[:BATCH])
     expected = (keras.losses.SparseCategoricalCrossentropy()(y[:BATCH], model(x[:BATCH]))
                 + tf.add_n(model.losses))
-    assert_allclose(trainer.test_step((x[:BATCH], y[:BATCH]))[0], expected, rtol=1e-5)
+    assert_allclose(trainer.compiled_test_step((x[:BATCH], y[:BATCH]))[0], expected, rtol=1e-5)
 
 
 

@@ -194,7 +194,7 @@ def test_xla_compiles_the_numeric_step_and_not_the_summaries(digits, tmp_path):
     x, y = digits[0]
     trainer.fit(x, y, batch_size=BATCH, verbose=0)
     # The numeric step has an XLA program; the function that writes summaries has none.
-    hlo = trainer.train_step.traced.experimental_get_compiler_ir((x[:BATCH], y[:BATCH]))(stage="hlo")
+    hlo = trainer.compiled_train_step.traced.experimental_get_compiler_ir((x[:BATCH], y[:BATCH]))(stage="hlo")
     assert hlo.startswith("HloModule")
     iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH))
     with pytest.raises(ValueError, match="jit_compile"):

@@ -65,11 +65,11 @@ def test_the_group_is_one_xla_program_traced_once():
     trainer = Trainer(digits_mlp(), loss="sparse_categorical_crossentropy", optimizer="adam", mode="xla",
                       steps_per_execution=4)
     trainer.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
-    assert trainer.train_group.experimental_get_tracing_count() == 1
+    assert trainer.xla_program.experimental_get_tracing_count() == 1
     stacked = (tf.zeros((4, BATCH, 64)), tf.zeros((4, BATCH), tf.int64))
-    hlo = trainer.train_group.experimental_get_compiler_ir(stacked)(stage="hlo")
+    hlo = trainer.xla_program.experimental_get_compiler_ir(stacked)(stage="hlo")
     # the k steps unrolled in one program: no loop, and four times one step's matmuls
-    one_step = trainer.train_step.traced.experimental_get_compiler_ir(
+    one_step = trainer.compiled_train_step.traced.experimental_get_compiler_ir(
         (tf.zeros((BATCH, 64)), tf.zeros((BATCH,), tf.int64)))(stage="hlo")
     assert hlo.startswith("HloModule") and "while" not in hlo
     assert hlo.count(" dot(") == 4 * one_step.count(" dot(") > 0
@@ -84,12 +84,12 @@ def test_a_large_k_runs_programs_of_at_most_xla_unroll_steps():
     trainer.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     assert XLA_UNROLL == 8
     # one group of 20: programs of 8 steps (run twice) and 4, each traced once
-    assert trainer.train_group.experimental_get_tracing_count() == 2
+    assert trainer.xla_program.experimental_get_tracing_count() == 2
     assert int(trainer.optimizer.iterations) == int(trainer.train_counter) == 20
     # another k of the same trainer shares the programs: k = 16 compiles nothing new
     trainer.configure("xla", 16)
     trainer.fit(x[:512], y[:512], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    assert trainer.train_group.experimental_get_tracing_count() == 2
+    assert trainer.xla_program.experimental_get_tracing_count() == 2
 
 
 def test_a_nan_inside_a_group_names_its_step():

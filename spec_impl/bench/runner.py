@@ -150,7 +150,7 @@ def same_batch_runner(trainer, workload, steps):
     """A callable running the train step alone `steps` times on the workload's one batch."""
     def run():
         for _ in range(steps):
-            float(trainer.train_step((workload.x, workload.y))[0])  # float(): wait for the step
+            float(trainer.compiled_train_step((workload.x, workload.y))[0])  # float(): wait for the step
 
     return run
 
@@ -165,13 +165,13 @@ def loop_runner(trainer, dataset, k=None):
 
     def run():
         trainer.configure(mode, k)
-        grouped = trainer.group_function is not None
+        grouped = trainer.xla_function is not None
         iterator = trainer.iterator(dataset)  # distributed under a strategy
         first = 0
         if grouped:  # every batch here is full: all whole groups of k, then the rest
             first = steps - steps % k
             for _ in range(first // k):
-                trainer.group_function(iterator)
+                trainer.xla_function(iterator)
         for start in range(first, steps, k):
             trainer.train_function(iterator, trainer.steps_tensor(min(k, steps - start)))
         float(trainer.last_loss.numpy())  # wait for the last step
@@ -199,7 +199,7 @@ def rates(seconds, batch_size, flops, peak):
 
 def tracing_count(trainer):
     """Traces of the train step so far (0 in eager mode)."""
-    fn = trainer.train_step.traced
+    fn = trainer.compiled_train_step.traced
     return fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else 0
 
 
@@ -213,7 +213,7 @@ def step_flops(trainer, workload):
     specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
                                   (workload.x, workload.y))
     try:
-        graph = tf.function(trainer._train_step).get_concrete_function(specs).graph
+        graph = tf.function(trainer.train_step).get_concrete_function(specs).graph
         options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
         with deprecation.silence():  # the TF1 profiler warns of its own TF1 helpers
             return int(profile(graph, options=options).total_float_ops) or None

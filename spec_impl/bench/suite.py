@@ -69,7 +69,7 @@ def _runners(spec, settings, log):
     # the model, and Keras's compile replaces the loss tracker) before any traces.
     trainers = {mode: make_trainer(workload, mode) for mode in MODES}
     for mode, trainer in trainers.items():
-        first[mode] = timed(lambda t=trainer: float(t.train_step((workload.x, workload.y))[0]))
+        first[mode] = timed(lambda t=trainer: float(t.compiled_train_step((workload.x, workload.y))[0]))
         if flops is None:
             flops = step_flops(trainer, workload)
         # eager steps are 10-50x slower: a fraction of the steps times them as well

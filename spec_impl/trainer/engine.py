@@ -20,12 +20,10 @@ to the training writer); the regularization and `add_loss` terms are part of the
 
 import contextlib
 import functools
-import os
 import warnings
 
 import keras
 import tensorflow as tf
-from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from spec_impl._validation import MAX_SKIPPED, MODES, check_choice, check_positive_int
 from spec_impl.trainer import keras_api
@@ -38,6 +36,7 @@ from spec_impl.trainer.distribute import (
 )
 from spec_impl.trainer.fit_loop import FitLoop
 from spec_impl.trainer.non_finite import NON_FINITE, WEIGHTS_OVERFLOWED
+from spec_impl.trainer.summaries import Summaries
 
 
 def _free_batch(element_spec):
@@ -100,13 +99,6 @@ def _batch_size(x):
     return tf.shape(tf.nest.flatten(x)[0])[0]
 
 
-def _scalar(tag, value):
-    """`tf.summary.scalar` under exactly `tag`, whatever name scope (AutoGraph's `while/cond`
-    inside a multi-step loop) is current."""
-    tf.summary.write(tag, tf.cast(value, tf.float32), metadata=_SCALAR_METADATA)
-
-
-_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 ON_NAN = ("stop", "skip")
 # The XLA group unrolls at most this many steps in one program: its compilation grows with the
@@ -221,12 +213,7 @@ class Trainer:
         self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="in_a_row")
         self.last_skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="last_skipped")
         self._step_counts = {}
-        self.train_writer = self.val_writer = None
-        if log_dir is not None:
-            for side in ("train", "validation") if "://" not in str(log_dir) else ():
-                os.makedirs(os.path.join(log_dir, side), exist_ok=True)  # with the user's umask
-            self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
-            self.val_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
+        self.summaries = Summaries(log_dir)
         self._free_batch = not _fixed_batch(model)
         self._train_spec = None
         self._settings = {}  # (mode, k) -> that setting's compiled functions
@@ -266,10 +253,10 @@ class Trainer:
         `mode="auto"` switches between). The variables are shared by every setting, and each
         setting's compiled functions are kept, so that switching back traces nothing again.
 
-        Sets `train_step` / `test_step` (one step each, compiled for the mode, per replica
+        Sets `compiled_train_step` / `compiled_test_step` (one step each, compiled for the mode, per replica
         under a strategy), `train_function` / `test_function` (up to k steps per call) and, in
-        `"xla"` mode with k > 1 on one device, `group_function` (k steps in XLA programs of up
-        to `XLA_UNROLL` steps, `train_group`), else `group_function = None`. A setting is
+        `"xla"` mode with k > 1 on one device, `xla_function` (k steps in XLA programs of up
+        to `XLA_UNROLL` steps each, `xla_program`), else `xla_function = None`. A setting is
         checked once, when first configured.
         """
         key = (mode, steps_per_execution)
@@ -295,18 +282,18 @@ class Trainer:
             train_step = self._compiled("train", step_mode, self._train_spec)
             test_step = self._compiled("test", step_mode)
             self._per_mode[mode] = {
-                "train_step": train_step, "test_step": test_step,
+                "compiled_train_step": train_step, "compiled_test_step": test_step,
                 "train_function": self._loop(train_step, self._after_train_step, mode),
                 "test_function": self._loop(test_step, self._after_test_step, mode),
-                "train_group": None}
+                "xla_program": None}
             if mode == "xla" and self.strategy is None:
-                self._per_mode[mode]["train_group"] = tf.function(self._train_group,
+                self._per_mode[mode]["xla_program"] = tf.function(self._xla_program,
                                                                   jit_compile=True)
-        functions = {**self._per_mode[mode], "group_function": None}
+        functions = {**self._per_mode[mode], "xla_function": None}
         # mode="xla" with k > 1 on one device: k steps in XLA programs of up to XLA_UNROLL.
-        group = functions["train_group"]
-        if group is not None and k > 1:
-            functions["group_function"] = tf.function(functools.partial(self._group, group, k))
+        program = functions["xla_program"]
+        if program is not None and k > 1:
+            functions["xla_function"] = tf.function(functools.partial(self._xla_call, program, k))
         return functions
 
     def build(self, element_spec=None):
@@ -363,7 +350,7 @@ class Trainer:
         if custom:
             step = getattr(self.model, f"{kind}_step")  # the model's own, as fit calls it
         else:
-            step = self._train_step if kind == "train" else self._test_step
+            step = self.train_step if kind == "train" else self.test_step
         spec = element_spec if self._free_batch else None
         return self._distributed(_compile(step, mode, spec), custom, updates=kind == "train")
 
@@ -411,7 +398,7 @@ class Trainer:
         if self.custom_train_step:
             logs = _flat(self.model.train_step(data))
             return self._nan_unless_finite_weights(_checked_value(logs)), logs
-        return self._nan_unless_finite_weights(self._train_step(data)), self.model.get_metrics_result()
+        return self._nan_unless_finite_weights(self.train_step(data)), self.model.get_metrics_result()
 
     def _nan_unless_finite_weights(self, value):
         """`value` (the step's checked loss), or `WEIGHTS_OVERFLOWED` when the loss and the
@@ -425,7 +412,7 @@ class Trainer:
         overflowed = tf.logical_and(tf.logical_not(finite), tf.math.is_finite(value))
         return tf.where(overflowed, tf.constant(WEIGHTS_OVERFLOWED, value.dtype), value)
 
-    def _train_step(self, data):
+    def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             predictions = self.model(x, training=True)
@@ -472,7 +459,7 @@ class Trainer:
         keras_api.loss_tracker(self.model).update_state(mean, sample_weight=_batch_size(x))
         self.model.compute_metrics(x, y, predictions, sample_weight=sample_weight)
 
-    def _test_step(self, data):
+    def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         predictions = self.model(x, training=False)
         loss, mean = self._loss(x, y, predictions, sample_weight, training=False)
@@ -545,13 +532,13 @@ class Trainer:
             self.skipped_in_a_row.assign(tf.where(bad, self.skipped_in_a_row + 1, 0))
             self.last_skipped.assign(tf.where(bad, self.train_counter, self.last_skipped))
             tf.debugging.Assert(self.skipped_in_a_row < self.max_skipped, [NON_FINITE])
-        self._write_batch(self.train_writer, logs, self.train_counter)
+        self.summaries.batch("train", logs, self.train_counter)
 
     def _after_test_step(self, loss, logs):
         self.val_step.assign_add(1)
-        self._write_batch(self.val_writer, logs, self.val_step)
+        self.summaries.batch("validation", logs, self.val_step)
 
-    def _train_group(self, stacked):
+    def _xla_program(self, stacked):
         """n train steps over `stacked` (each leaf `(n, batch, ...)`, n <= `XLA_UNROLL`), all
         in one XLA program.
 
@@ -566,13 +553,13 @@ class Trainer:
         for i in range(tf.nest.flatten(stacked)[0].shape[0]):
             loss, logs = self._one_train_step(tf.nest.map_structure(lambda t: t[i], stacked))  # noqa: B023
             losses.append(tf.cast(loss, tf.float32))
-            if self.train_writer is not None:
+            if self.summaries.enabled:
                 per_step.append({n: tf.cast(v, tf.float32) for n, v in logs.items()})
         names = list(per_step[0]) if per_step else []
         return tf.stack(losses), {n: tf.stack([p[n] for p in per_step]) for n in names}, logs
 
-    def _group(self, train_group, k, iterator):
-        """Read k batches in the graph and run them through `train_group`, `XLA_UNROLL` steps
+    def _xla_call(self, program, k, iterator):
+        """Read k batches in the graph and run them through the XLA `program`, `XLA_UNROLL` steps
         per XLA program (a larger k runs several: the compilation grows with the steps
         unrolled, the speed does not); then, per step, the counter, the finiteness check and
         the batch summaries."""
@@ -580,7 +567,7 @@ class Trainer:
         parts = []
         for start in range(0, k, XLA_UNROLL):
             chunk = batches[start:start + XLA_UNROLL]
-            parts.append(train_group(tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *chunk)))
+            parts.append(program(tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *chunk)))
         losses = tf.concat([p[0] for p in parts], axis=0)
         logs = {n: tf.concat([p[1][n] for p in parts], axis=0) for n in parts[0][1]}
         last = parts[-1][2]
@@ -594,10 +581,10 @@ class Trainer:
         finite = tf.math.is_finite(losses)
         all_finite = tf.reduce_all(finite)
         ran = tf.where(all_finite, k, tf.cast(tf.argmin(tf.cast(finite, tf.int32)), tf.int32) + 1)
-        if self.train_writer is not None:
+        if self.summaries.enabled:
             for i in tf.range(ran):
-                self._write_batch(self.train_writer, lambda: {n: v[i] for n, v in logs.items()},  # noqa: B023
-                                  self.train_counter + tf.cast(i, tf.int64) + 1)
+                self.summaries.batch("train", lambda: {n: v[i] for n, v in logs.items()},  # noqa: B023
+                                     self.train_counter + tf.cast(i, tf.int64) + 1)
         self.train_counter.assign_add(tf.cast(ran, tf.int64))
         self.last_loss.assign(losses[ran - 1])
         tf.debugging.Assert(all_finite, [NON_FINITE])
@@ -628,14 +615,6 @@ class Trainer:
 
         return run if mode == "eager" else tf.function(run)
 
-    @staticmethod
-    def _write_batch(writer, read_logs, step):
-        if writer is None:
-            return
-        with writer.as_default(step=step):
-            for name, value in read_logs().items():
-                _scalar(f"batch_{name}", value)
-
     def steps_tensor(self, steps):
         """`steps` as the int32 tensor `train_function` takes (one trace for every count)."""
         if steps not in self._step_counts:
@@ -661,26 +640,12 @@ class Trainer:
         self.model.reset_metrics()
 
     def write_text(self, tag, markdown):
-        """A TensorBoard text summary `tag` in `train/`, at the current step (no-op without
-        `log_dir`)."""
-        if self.train_writer is None:
-            return
-        with self.train_writer.as_default(step=self.train_counter):
-            tf.summary.text(tag, markdown)
-        self.train_writer.flush()
+        """A TensorBoard text summary `tag` in `train/`, at the current step."""
+        self.summaries.text(tag, markdown, self.train_counter)
 
     def write_epoch(self, epoch, logs):
         """Per-epoch scalars: `epoch_<name>` at step `epoch`, validation names without `val_`."""
-        for writer, prefix in ((self.train_writer, ""), (self.val_writer, "val_")):
-            if writer is None:
-                continue
-            with writer.as_default(step=epoch):
-                for name, value in logs.items():
-                    if prefix == "val_" and name.startswith("val_"):
-                        tf.summary.scalar("epoch_" + name[len("val_"):], value)
-                    elif prefix == "" and not name.startswith("val_"):
-                        tf.summary.scalar("epoch_" + name, value)
-            writer.flush()
+        self.summaries.epoch(epoch, logs)
 
     def state_variables(self):
         """Variables to checkpoint besides the model's and the optimizer's: the running loss

@@ -209,8 +209,8 @@ class FitLoop:
             expected = k if steps is None else min(k, steps - step)  # never past the epoch's end
             started = time.perf_counter()
             try:
-                if trainer.group_function is not None and groupable and full - step >= k:
-                    done, logs = trainer.group_function(iterator)
+                if trainer.xla_function is not None and groupable and full - step >= k:
+                    done, logs = trainer.xla_function(iterator)
                 else:
                     done, logs = trainer.train_function(iterator, trainer.steps_tensor(expected))
             except tf.errors.OutOfRangeError:  # the data ran out before this call's first step
