@@ -315,12 +315,19 @@ def _run_bench(args, settings, models, device):
             write_json(results, args.json)
 
     def stop(signum, frame):
+        done["signal"] = signum
         raise _Stopped(signum, done.get("results"))
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return run_suite(settings, device=device, models=models, on_table=on_table,
                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    except Exception as error:
+        # The signal's exception rises from whatever code it interrupted, which may wrap it
+        # (Keras re-raises an error inside a model's build as a TypeError): still a stop.
+        if "signal" in done and not isinstance(error, _Stopped):
+            raise _Stopped(done["signal"], done.get("results")) from error
+        raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -208,6 +208,11 @@ class Trainer:
         self.train_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         self.val_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="val_step")
         self.last_loss = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="last_loss")
+        # The counter value and loss of the first step whose check stopped the run (0: none).
+        # Kept as values, because a failed check ends the call while the graph may already run
+        # the next step's ops: the counter read after the error can be one step further.
+        self.stopped_at = tf.Variable(0, dtype=tf.int64, trainable=False, name="stopped_at")
+        self.stopped_loss = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="stopped_loss")
         # on_nan="skip": steps skipped in all, in a row, and the counter value of the last one
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
         self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="in_a_row")
@@ -524,15 +529,25 @@ class Trainer:
         self.train_counter.assign_add(1)
         self.last_loss.assign(tf.cast(loss, tf.float32))
         if self.on_nan == "stop":
+            self._note_stop(tf.logical_not(tf.math.is_finite(loss)), loss)
             tf.debugging.Assert(tf.math.is_finite(loss), [NON_FINITE])
         else:  # an overflowed update has been applied: it cannot be skipped, it stops
-            tf.debugging.Assert(tf.not_equal(loss, WEIGHTS_OVERFLOWED), [NON_FINITE])
+            overflowed = tf.equal(loss, WEIGHTS_OVERFLOWED)
+            self._note_stop(overflowed, loss)
+            tf.debugging.Assert(tf.logical_not(overflowed), [NON_FINITE])
             bad = tf.logical_not(tf.math.is_finite(loss))
             self.skipped.assign_add(tf.cast(bad, tf.int64))
             self.skipped_in_a_row.assign(tf.where(bad, self.skipped_in_a_row + 1, 0))
             self.last_skipped.assign(tf.where(bad, self.train_counter, self.last_skipped))
+            self._note_stop(self.skipped_in_a_row >= self.max_skipped, loss)
             tf.debugging.Assert(self.skipped_in_a_row < self.max_skipped, [NON_FINITE])
         self.summaries.batch("train", logs, self.train_counter)
+
+    def _note_stop(self, stops, loss):
+        """Record the counter and loss of this step if it `stops` the run and is the first to."""
+        first = tf.logical_and(stops, tf.equal(self.stopped_at, 0))
+        self.stopped_at.assign(tf.where(first, self.train_counter, self.stopped_at))
+        self.stopped_loss.assign(tf.where(first, tf.cast(loss, tf.float32), self.stopped_loss))
 
     def _after_test_step(self, loss, logs):
         self.val_step.assign_add(1)
@@ -587,6 +602,7 @@ class Trainer:
                                      self.train_counter + tf.cast(i, tf.int64) + 1)
         self.train_counter.assign_add(tf.cast(ran, tf.int64))
         self.last_loss.assign(losses[ran - 1])
+        self._note_stop(tf.logical_not(all_finite), losses[ran - 1])
         tf.debugging.Assert(all_finite, [NON_FINITE])
         return tf.constant(k), last
 

@@ -218,8 +218,7 @@ class FitLoop:
             except tf.errors.InvalidArgumentError as error:
                 if NON_FINITE not in error.message:
                     raise
-                self._non_finite(epoch, skip + int(trainer.train_counter.numpy()) - first_count,
-                                 ckpt)
+                self._non_finite(epoch, skip - first_count, ckpt)
             ran = expected if train.length is not None else int(done)  # no host read per call
             train.advance(ran, expected)
             if ran == 0:
@@ -272,15 +271,19 @@ class FitLoop:
         if ckpt is not None and calibration.source == "calibration":
             calibration.save(ckpt.write_directory)
 
-    def _non_finite(self, epoch, failed, ckpt):
+    def _non_finite(self, epoch, offset, ckpt):
+        """Raise for the step the graph's check stopped at: the engine recorded its counter
+        value and loss (`offset` maps the counter to the epoch's step)."""
         trainer = self.trainer
         where = _last_good(ckpt)
-        if float(trainer.last_loss.numpy()) == WEIGHTS_OVERFLOWED:
+        failed, loss = offset + int(trainer.stopped_at.numpy()), float(trainer.stopped_loss.numpy())
+        trainer.stopped_at.assign(0)  # a later fit of this trainer starts clean
+        if loss == WEIGHTS_OVERFLOWED:
             self._check_weights(epoch, failed, where)
         after = "" if trainer.on_nan == "stop" else \
             f" ({trainer.max_skipped} consecutive steps skipped)"
         raise FloatingPointError(
-            f"Non-finite loss {float(trainer.last_loss.numpy())} at epoch {epoch + 1}, "
+            f"Non-finite loss {loss} at epoch {epoch + 1}, "
             f"step {failed}{after}: training stopped, no checkpoint written after it{where}"
         ) from None
 
