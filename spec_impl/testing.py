@@ -23,10 +23,6 @@ def assert_allclose(actual, expected, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, err_
     )
 
 
-def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
 def run_layer_test(
     make,
     input_data,
@@ -110,7 +106,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     """
     import keras
 
-    from spec_impl.contract.component import takes_dtype
+    from spec_impl.contract.component import as_list, takes_dtype
     from spec_impl.precision import global_policy
 
     compute = keras.DTypePolicy(policy).compute_dtype
@@ -123,7 +119,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
             outputs = obj(input_data)
     label = f"{type(obj).__name__} under {policy}"
     specs = obj.compute_output_spec(_as_spec(input_data, compute))
-    for tensor, spec in zip(_as_list(outputs), _as_list(specs), strict=True):
+    for tensor, spec in zip(as_list(outputs), as_list(specs), strict=True):
         got = keras.backend.standardize_dtype(tensor.dtype)
         assert got == spec.dtype, f"{label}: output dtype {got}, output spec says {spec.dtype}"
         want = "float32" if expected_float32_layers else compute
