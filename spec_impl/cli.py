@@ -8,12 +8,14 @@ import sys
 import tempfile
 
 from spec_impl._paths import BadPath, input_file, output_file, output_folder
-from spec_impl._validation import MAX_SKIPPED, MODES, POLICIES, STRATEGIES
+from spec_impl._validation import MODES, POLICIES, STRATEGIES
 from spec_impl.contract.command import add_parser as add_check_parser
+from spec_impl.options import AUTO, ON_NAN, RunOptions
 
 # What `spec-impl train` writes into --out: folders and files, checked before any work.
 OUT_FOLDERS = ("checkpoints",)
 OUT_FILES = ("model.keras", "report.txt", "confusion_matrix.png")
+RUN = RunOptions()  # `spec-impl train`'s defaults are `train_and_evaluate`'s
 
 
 def _import_tensorflow(verbose):
@@ -159,7 +161,7 @@ def cmd_train(args):
                 batch_size=args.batch_size, learning_rate=args.learning_rate, mode=args.mode,
                 precision=args.precision, steps_per_execution=args.steps_per_execution,
                 log_dir=args.log_dir, resume=args.resume, limit=args.limit, seed=args.seed,
-                verbose=0 if args.quiet else 1, recalibrate_bn=not args.no_recalibrate_bn,
+                verbose=0 if args.quiet else 1, recalibrate_bn=args.recalibrate_bn,
                 strategy=args.strategy, devices=args.devices, on_nan=args.on_nan,
                 max_skipped=args.max_skipped)
         except TrainingPreempted as e:
@@ -433,8 +435,8 @@ def cmd_idioms(args):
 
 
 def _add_strategy_arguments(parser, default_help):
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default", help=default_help)
-    parser.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--strategy", choices=STRATEGIES, default=RUN.strategy, help=default_help)
+    parser.add_argument("--devices", type=_positive_int, default=RUN.devices, metavar="N",
                         help="replicas of --strategy mirrored (GPUs, or N logical CPU devices)")
 
 
@@ -450,33 +452,38 @@ def build_parser():
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a classifier with the package's custom loop")
-    p.add_argument("--model", default="mini_inception", help="a classifier name (see `summary`)")
-    p.add_argument("--data", default="digits",
+    p.add_argument("--model", default=RUN.model, help="a classifier name (see `summary`)")
+    p.add_argument("--data", default=RUN.data,
                    help="digits (embedded), mnist, fashion_mnist, cifar10 (local Keras cache) or an .npz")
-    p.add_argument("--epochs", type=_positive_int, default=5)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
-    p.add_argument("--mode", choices=(*MODES, "auto"), default="function",
+    p.add_argument("--epochs", type=_positive_int, default=RUN.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=RUN.batch_size)
+    p.add_argument("--learning-rate", type=_positive_float, default=RUN.learning_rate)
+    p.add_argument("--mode", choices=(*MODES, AUTO), default=RUN.training.mode,
                    help="auto: time the first steps in function and xla mode, keep the faster")
     p.add_argument("--precision", choices=POLICIES,
-                   default="float32", help="Keras dtype policy (mixed_float16 scales the loss)")
-    p.add_argument("--steps-per-execution", type=_positive_int_or_auto, default=1, metavar="K",
+                   default=RUN.precision, help="Keras dtype policy (mixed_float16 scales the loss)")
+    p.add_argument("--steps-per-execution", type=_positive_int_or_auto,
+                   default=RUN.training.steps_per_execution, metavar="K",
                    help="batches per compiled call (as fit's steps_per_execution); auto: time "
                         "1, 8 and 32 on the first steps, keep the fastest")
-    p.add_argument("--log-dir", default=None, help="TensorBoard folder (train/ and validation/)")
-    p.add_argument("--out", default="runs/latest", help="folder for the model, report, plots, checkpoints")
+    p.add_argument("--log-dir", default=RUN.training.log_dir,
+                   help="TensorBoard folder (train/ and validation/)")
+    p.add_argument("--out", default=RUN.out, help="folder for the model, report, plots, checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--limit", type=_positive_int, default=RUN.limit, metavar="N",
                    help="use only the first N training samples")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=RUN.seed)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--on-nan", choices=("stop", "skip"), default="stop",
+    p.add_argument("--on-nan", choices=ON_NAN, default=RUN.training.on_nan,
                    help="a step with a non-finite loss or gradient: stop the run (exit 1), or "
                         "skip its update and go on")
-    p.add_argument("--max-skipped", type=_positive_int, default=MAX_SKIPPED, metavar="N",
+    p.add_argument("--max-skipped", type=_positive_int, default=RUN.training.max_skipped,
+                   metavar="N",
                    help="with --on-nan skip: stop after N consecutive skipped steps")
-    p.add_argument("--no-recalibrate-bn", action="store_true",
-                   help="keep batch norm's moving averages as training left them")
+    p.add_argument("--recalibrate-bn", action=argparse.BooleanOptionalAction,
+                   default=RUN.training.recalibrate_bn,
+                   help="after each epoch, set batch norm's moving averages from the epoch's "
+                        "batches (--no-recalibrate-bn: keep them as training left them)")
     _add_strategy_arguments(p, "tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
     p.set_defaults(func=cmd_train, check=check_train_paths)
 

@@ -5,15 +5,17 @@ loop (checkpoints, TensorBoard, resume), save it atomically, and evaluate it on 
 """
 
 import contextlib
+import dataclasses
+import inspect
 import os
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from spec_impl._validation import MAX_SKIPPED
 from spec_impl.data import class_names, load_dataset
 from spec_impl.evaluation import evaluate_classifier
+from spec_impl.options import RunOptions, TrainOptions, field_names, signature, split, values
 from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
 from spec_impl.saving import check_finite_weights, remove_stale_temporaries, save_model_atomic
@@ -55,11 +57,13 @@ def _class_count(data, *labels):
     return high + 1
 
 
-def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/latest", epochs=5,
-                       batch_size=32, learning_rate=1e-3, mode="function", precision="float32",
-                       steps_per_execution=1, log_dir=None, resume=False, limit=None, seed=0,
-                       verbose=1, recalibrate_bn=True, strategy="default", devices=None,
-                       on_nan="stop", max_skipped=MAX_SKIPPED):
+# The `TrainOptions` a run may set: the workflow itself gives `train` its strategy and its
+# checkpoint folder (`out/checkpoints`).
+_TRAINING = tuple(n for n in field_names(TrainOptions) if n not in ("strategy", "checkpoint_dir"))
+_RUN = tuple(n for n in field_names(RunOptions) if n not in ("model", "data", "training"))
+
+
+def train_and_evaluate(model=RunOptions.model, data=RunOptions.data, **options):
     """Train a registered classifier on an image dataset and evaluate it; `spec-impl train`.
 
     Args:
@@ -68,8 +72,10 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
             or an `.npz` path (see `load_dataset`).
         out: folder for `model.keras`, `report.txt`, `confusion_matrix.png` and `checkpoints/`.
         epochs, batch_size, learning_rate: training settings (Adam).
-        mode, steps_per_execution, log_dir, recalibrate_bn, verbose, on_nan, max_skipped:
-            passed to `train`.
+        verbose: passed to `train`.
+        mode, steps_per_execution, log_dir, on_nan, max_skipped, checkpoint_every, num_classes,
+            recalibrate_bn: `TrainOptions`, passed to `train`; the defaults are
+            `RunOptions.training`'s, which recalibrate batch norm (`spec_impl.options`).
         precision: `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`: the dtype policy the
             model is built under.
         resume: continue from the checkpoints in `out` (without it, existing checkpoints are an
@@ -80,6 +86,8 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
             cluster from `TF_CONFIG`), or a `tf.distribute.Strategy`. The model is built in its
             scope; on a multi-worker cluster only the chief writes into `out`.
         devices: replicas of `"mirrored"`.
+
+    Every default is `spec_impl.options.RunOptions`'s.
 
     Returns:
         A `RunResult`.
@@ -92,37 +100,38 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
         TrainingPreempted, CheckpointFolderLocked, FloatingPointError, ...: as `train` raises
             them (`docs/faults.md`).
     """
+    run, training = split(options, _RUN, _TRAINING, caller="train_and_evaluate")
+    run = RunOptions(model, data, **run, training=dataclasses.replace(RunOptions.training, **training))
     valid = classifier_names()
     if model not in valid:
         raise ValueError(f"unknown model {model!r}. Valid models: {', '.join(valid)}")
-    check_policy(precision)
+    check_policy(run.precision)
+    strategy = run.strategy
     if isinstance(strategy, str):
-        strategy = make_strategy(strategy, devices)
+        strategy = make_strategy(strategy, run.devices)
     strategy = explicit(strategy)
-    checkpoint_dir = os.path.join(out, "checkpoints")
-    if not resume and has_checkpoints(checkpoint_dir):
+    checkpoint_dir = os.path.join(run.out, "checkpoints")
+    if not run.resume and has_checkpoints(checkpoint_dir):
         raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "
                          f"--resume to continue it, or choose another --out.")
     spec = get_model_spec(model)
     (x_train, y_train), (x_test, y_test) = load_dataset(data, input_shape=spec.input_shape)
-    if limit:
-        x_train, y_train = x_train[:limit], y_train[:limit]
-    keras.utils.set_random_seed(seed)
+    if run.limit:
+        x_train, y_train = x_train[:run.limit], y_train[:run.limit]
+    keras.utils.set_random_seed(run.seed)
     num_classes = _class_count(data, y_train, y_test)
     scope = contextlib.nullcontext() if strategy is None else strategy.scope()
-    with global_policy(precision), scope:  # the model keeps its policy after the block
+    with global_policy(run.precision), scope:  # the model keeps its policy after the block
         net = spec.build(spec.input_shape, num_classes)
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(run.learning_rate)
+    training = dataclasses.replace(run.training, strategy=strategy, checkpoint_dir=checkpoint_dir)
     # shuffle=False: a fixed batch order, so that a run resumed mid-epoch equals an
     # uninterrupted one.
-    history = train(
-        net, x_train, y_train, shuffle=False, loss=spec.training_loss(),
-        optimizer=optimizer, epochs=epochs,
-        validation_data=(x_test, y_test), metrics=["accuracy"], mode=mode, log_dir=log_dir,
-        checkpoint_dir=checkpoint_dir, batch_size=batch_size, verbose=verbose,
-        recalibrate_bn=recalibrate_bn, steps_per_execution=steps_per_execution,
-        strategy=strategy, on_nan=on_nan, max_skipped=max_skipped,
-    )
+    history = train(net, x_train, y_train, shuffle=False, loss=spec.training_loss(),
+                    optimizer=optimizer, epochs=run.epochs, validation_data=(x_test, y_test),
+                    metrics=["accuracy"], batch_size=run.batch_size, verbose=run.verbose,
+                    **values(training))
+    out = run.out
     with chief_path(out, strategy) as folder:  # a non-chief worker's copy is removed
         os.makedirs(folder, exist_ok=True)
         remove_stale_temporaries(folder)  # of saves killed midway
@@ -133,3 +142,10 @@ def train_and_evaluate(model="mini_inception", data="digits", *, out="runs/lates
     if folder != out:
         model_path = None  # this worker's copy is gone; the chief's is in `out`
     return RunResult(net, history, model_path, evaluation, checkpoint_dir)
+
+
+train_and_evaluate.__signature__ = signature(
+    [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+     for name, default in (("model", RunOptions.model), ("data", RunOptions.data))],
+    {n: getattr(RunOptions, n) for n in _RUN},
+    {n: getattr(RunOptions.training, n) for n in _TRAINING})

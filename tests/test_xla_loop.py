@@ -85,7 +85,7 @@ def test_a_large_k_runs_programs_of_at_most_xla_unroll_steps():
     assert XLA_UNROLL == 8
     # one group of 20: programs of 8 steps (run twice) and 4, each traced once
     assert trainer.xla_program.experimental_get_tracing_count() == 2
-    assert int(trainer.optimizer.iterations) == int(trainer.train_counter) == 20
+    assert int(trainer.optimizer.iterations) == int(trainer.checks.train_counter) == 20
     # another k of the same trainer shares the programs: k = 16 compiles nothing new
     trainer.configure("xla", 16)
     trainer.fit(x[:512], y[:512], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)

@@ -30,7 +30,7 @@ from spec_impl.bench.settings import (
     PEAK_MATMUL_N,
 )
 from spec_impl.bench.workloads import build_workload
-from spec_impl.trainer import Trainer, dataset_steps
+from spec_impl.trainer import Trainer, dataset_steps, schedule
 
 
 def timed(fn):
@@ -156,25 +156,20 @@ def same_batch_runner(trainer, workload, steps):
 
 
 def loop_runner(trainer, dataset, k=None):
-    """A callable running the custom loop over `dataset` as `train` does: one call of
-    `train_function` per `k` batches (in `xla` mode with k > 1, the XLA group), completion
-    forced once at the end. With `k`, the trainer is switched to it (`Trainer.configure`)
-    before each run, so that the loops of one mode share one trainer and its traces."""
+    """A callable running the custom loop over `dataset` as `train` does: the epoch's calls
+    (`spec_impl.trainer.schedule`; in `xla` mode with k > 1, the XLA group for every k full
+    batches), completion forced once at the end. With `k`, the trainer is switched to it
+    (`Trainer.configure`) before each run, so that the loops of one mode share one trainer and
+    its traces."""
     steps = dataset_steps(dataset)
     mode, k = trainer.mode, k or trainer.steps_per_execution
 
     def run():
         trainer.configure(mode, k)
-        grouped = trainer.xla_function is not None
         iterator = trainer.iterator(dataset)  # distributed under a strategy
-        first = 0
-        if grouped:  # every batch here is full: all whole groups of k, then the rest
-            first = steps - steps % k
-            for _ in range(first // k):
-                trainer.xla_function(iterator)
-        for start in range(first, steps, k):
-            trainer.train_function(iterator, trainer.steps_tensor(min(k, steps - start)))
-        float(trainer.last_loss.numpy())  # wait for the last step
+        for call in schedule(steps, k, full=steps):  # every batch here is full
+            trainer.train_call(iterator, call)
+        float(trainer.checks.last_loss.numpy())  # wait for the last step
 
     return run
 

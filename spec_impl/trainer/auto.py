@@ -34,7 +34,8 @@ import os
 import statistics
 import tempfile
 
-AUTO = "auto"
+from spec_impl.options import AUTO
+
 K_CANDIDATES = (1, 8, 32)
 TIMED_STEPS = 8  # per candidate: one call at k >= 8, eight calls at k = 1 (their median)
 XLA_GIVE_UP = 1.25
@@ -47,6 +48,23 @@ CHOICE_FILE = "execution.json"  # in the checkpoint folder: a resumed run keeps 
 def label(mode, k):
     """`"xla_k8"`: a setting's name in the report, as `spec-impl bench` names its runners."""
     return f"{mode}_k{k}"
+
+
+def candidates(mode, steps_per_execution, strategy=None):
+    """`(modes, steps per call)` to choose among: the one given, or for `"auto"` `AUTO_MODES`
+    and `K_CANDIDATES` (under a strategy, `"function"` mode: XLA per replica is for devices
+    that need no calibration to favour it). The workers of a cluster must run one setting, so
+    there `"auto"` is refused."""
+    modes = (mode,) if mode != AUTO else AUTO_MODES if strategy is None else ("function",)
+    ks = (steps_per_execution,) if steps_per_execution != AUTO else K_CANDIDATES
+    cluster = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
+    if len(modes) * len(ks) > 1 and cluster:
+        raise ValueError(
+            f"`mode` / `steps_per_execution` 'auto' times the steps in each process, and the "
+            f"workers of a cluster must run the same setting: pass a mode and a number of "
+            f"steps per call. Received: mode={mode!r}, "
+            f"steps_per_execution={steps_per_execution!r}")
+    return modes, ks
 
 
 class Calibration:

@@ -153,7 +153,7 @@ class TrainingCheckpoint:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.groups = {
             "model": _indexed(trainer.model.variables),
-            "optimizer": _indexed([v for o in trainer.optimizers() for v in o.variables]),
+            "optimizer": _indexed([v for o in trainer.steps.optimizers() for v in o.variables]),
             "state": _indexed(trainer.state_variables()),  # the metrics' running totals, ...
         }
         self.checkpoint = tf.train.Checkpoint(**self.groups, epoch=self.epoch, step=self.step)

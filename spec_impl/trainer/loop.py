@@ -1,26 +1,31 @@
 """`train`: `Trainer(...).fit(...)` in one call, taking what `model.compile` + `model.fit` take."""
 
 import contextlib
+import dataclasses
+import inspect
 
-from spec_impl._validation import MAX_SKIPPED
+from spec_impl.options import (
+    COMPILE_ARGUMENTS,
+    FitArguments,
+    TrainOptions,
+    defaults,
+    field_names,
+    signature,
+    split,
+)
 from spec_impl.trainer.distribute import chief_path, explicit
 from spec_impl.trainer.engine import Trainer
 
 
-def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-          validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-          sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-          validation_batch_size=None, validation_freq=1, optimizer=None, loss=None, metrics=None,
-          loss_weights=None, weighted_metrics=None, mode="function", steps_per_execution=1,
-          log_dir=None, checkpoint_dir=None, checkpoint_every=None, num_classes=None,
-          recalibrate_bn=False, strategy=None, on_nan="stop", max_skipped=MAX_SKIPPED):
+def train(model, x=None, y=None, **arguments):
     """Train `model` with the package's custom loop, as `model.compile(...)` + `model.fit(...)`.
 
     Every argument of `fit` has its name and meaning here, and `compile`'s `optimizer`, `loss`,
     `metrics`, `loss_weights` and `weighted_metrics` are resolved by `compile` itself (without
     them an already compiled model keeps its own). A model that overrides `train_step` or
     `test_step` trains with its own step, as under `fit` (`on_nan="skip"` is refused for it).
-    What the loop adds:
+    What the loop adds (`spec_impl.options.TrainOptions`, where each is defined once with its
+    default and its check; a misspelt name raises `TypeError`, as a function's would):
 
     Args:
         mode: `"eager"`, `"function"`, `"xla"` (the numeric step compiled with XLA; summaries
@@ -88,18 +93,20 @@ def train(model, x=None, y=None, *, batch_size=None, epochs=1, verbose="auto", c
             after an update (under `on_nan="skip"` too); no checkpoint is written after it.
         TrainingPreempted: `SIGTERM` or `SIGINT` was received (see above).
     """
-    strategy = explicit(strategy)
+    compiling, fitting, options = split(arguments, COMPILE_ARGUMENTS, field_names(FitArguments),
+                                        field_names(TrainOptions), caller="train")
+    options = TrainOptions(**options)
+    strategy = explicit(options.strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
-        log_dir = stack.enter_context(chief_path(log_dir, strategy))
-        trainer = Trainer(model, optimizer=optimizer, loss=loss, metrics=metrics,
-                          loss_weights=loss_weights, weighted_metrics=weighted_metrics, mode=mode,
-                          steps_per_execution=steps_per_execution, log_dir=log_dir,
-                          strategy=strategy, on_nan=on_nan, max_skipped=max_skipped)
-        return trainer.fit(
-            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
-            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
-            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
-            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-            num_classes=num_classes, recalibrate_bn=recalibrate_bn)
+        log_dir = stack.enter_context(chief_path(options.log_dir, strategy))
+        options = dataclasses.replace(options, log_dir=log_dir, strategy=strategy)
+        return Trainer(model, options=options, **compiling).fit(x, y, **fitting)
+
+
+# What `help(train)` and editors show: fit's arguments with fit's defaults, compile's, and the
+# options the loop adds, each defined once in `spec_impl.options`.
+train.__signature__ = signature(
+    [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                       default=inspect.Parameter.empty if name == "model" else None)
+     for name in ("model", "x", "y")],
+    defaults(FitArguments), dict.fromkeys(COMPILE_ARGUMENTS), defaults(TrainOptions))
