@@ -1,5 +1,5 @@
 """The custom loop's step over a slice-and-batch `tf.data` pipeline with TensorFlow's autotuning
-on (the default) and off (what `train` sets for arrays: `spec_impl.trainer.data.untuned_options`),
+on (the default) and off (what `train` sets for arrays: `spec_impl.trainer.fit_data.untuned_options`),
 beside the step on one fixed batch, interleaved.
 
 On a 2-core CPU, with autotuning on, MiniInception's loop step stalled at about 1.2-1.7x the
@@ -12,7 +12,7 @@ import tensorflow as tf
 from benchmarks.conftest import record
 from spec_impl.bench import build_workload, interleaved, loop_runner, make_trainer, same_batch_runner
 from spec_impl.bench.stats import compare
-from spec_impl.trainer.data import untuned_options
+from spec_impl.trainer.fit_data import untuned_options
 
 NAME = "mini_inception"
 

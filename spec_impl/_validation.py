@@ -4,9 +4,6 @@ that the command line needs before TensorFlow is imported (this module imports n
 MODES = ("eager", "function", "xla")  # the training engine's execution modes
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies offered
 STRATEGIES = ("default", "mirrored", "multiworker")  # spec_impl.make_strategy's kinds
-# `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
-# are survivable, a run of them means the model itself has diverged.
-MAX_SKIPPED = 10
 
 
 def check_positive_int(name, value):

@@ -16,11 +16,14 @@ TensorFlow starts.
 import dataclasses
 import inspect
 
-from spec_impl._validation import MAX_SKIPPED, MODES, check_positive_int
+from spec_impl._validation import MODES, check_positive_int
 
 AUTO = "auto"  # mode / steps_per_execution chosen by timing the first steps (trainer.auto)
 ON_NAN = ("stop", "skip")
 COMPILE_ARGUMENTS = ("optimizer", "loss", "metrics", "loss_weights", "weighted_metrics")
+# `on_nan="skip"` stops after this many consecutive skipped steps by default: a few bad batches
+# are survivable, a run of them means the model itself has diverged.
+MAX_SKIPPED = 10
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,6 +108,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
 
     from spec_impl.contract.component import as_list, takes_dtype
     from spec_impl.precision import global_policy
+    from spec_impl.trainer import keras_api
 
     compute = keras.DTypePolicy(policy).compute_dtype
     if takes_dtype(make):
@@ -127,7 +128,7 @@ def check_mixed_precision(make, input_data, policy, expected_float32_layers=0):
     for weight in obj.weights:
         dtype = keras.backend.standardize_dtype(weight.dtype)
         assert dtype == "float32", f"{label}: variable {weight.path} is {dtype}, not float32"
-    inner = [layer for layer in obj._flatten_layers(include_self=True, recursive=True)
+    inner = [layer for layer in [obj, *keras_api.all_layers(obj)]
              if not isinstance(layer, keras.layers.InputLayer)]
     in_float32 = [layer.name for layer in inner if layer.compute_dtype != compute]
     assert all(layer.compute_dtype in (compute, "float32") for layer in inner)

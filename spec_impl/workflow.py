@@ -20,7 +20,7 @@ from spec_impl.precision import check_policy, global_policy
 from spec_impl.registry import classifier_names, get_model_spec
 from spec_impl.saving import check_finite_weights, remove_stale_temporaries, save_model_atomic
 from spec_impl.trainer.checkpointing import has_checkpoints
-from spec_impl.trainer.distribute import chief_path, explicit, make_strategy
+from spec_impl.trainer.distribute import chief_path, make_strategy, strategy_or_none
 from spec_impl.trainer.loop import train
 
 
@@ -109,7 +109,7 @@ def train_and_evaluate(model=RunOptions.model, data=RunOptions.data, **options):
     strategy = run.strategy
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, run.devices)
-    strategy = explicit(strategy)
+    strategy = strategy_or_none(strategy)
     checkpoint_dir = os.path.join(run.out, "checkpoints")
     if not run.resume and has_checkpoints(checkpoint_dir):
         raise ValueError(f"{checkpoint_dir} holds checkpoints of an earlier run. Pass "

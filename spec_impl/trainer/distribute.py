@@ -108,7 +108,7 @@ def cpu_devices(count):
     return tf.config.list_logical_devices("CPU")[:count]
 
 
-def explicit(strategy):
+def strategy_or_none(strategy):
     """`strategy`, or `None` for no strategy or TensorFlow's default (one-device) strategy.
 
     Raises:

@@ -26,7 +26,7 @@ from spec_impl.trainer.distribute import (
     check_optimizer_scope,
     check_xla_devices,
     distribute_dataset,
-    explicit,
+    strategy_or_none,
 )
 from spec_impl.trainer.fit_loop import FitLoop
 from spec_impl.trainer.step import Steps
@@ -94,7 +94,7 @@ class Trainer:
         (given,) = split(kwargs, field_names(TrainOptions), caller="Trainer")
         self.options = TrainOptions(**{**values(options or TrainOptions()), **given})
         self.model = model
-        self.strategy = explicit(self.options.strategy)
+        self.strategy = strategy_or_none(self.options.strategy)
         self.steps = Steps(model, self.strategy, self.options.on_nan)
         if self.steps.custom_train_step and self.options.on_nan == "skip":
             raise ValueError(
@@ -241,9 +241,9 @@ class Trainer:
         return self._step_counts[steps]
 
     def evaluate(self, batches):
-        """Run the test function over `batches` (`spec_impl.trainer.data.Batches` or a batched
+        """Run the test function over `batches` (`spec_impl.trainer.fit_data.Batches` or a batched
         dataset); returns the `val_` logs as floats (`{}` for no batch)."""
-        from spec_impl.trainer.data import Batches
+        from spec_impl.trainer.fit_data import Batches
 
         if not isinstance(batches, Batches):
             batches = Batches(batches)

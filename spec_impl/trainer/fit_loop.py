@@ -14,8 +14,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from spec_impl.trainer import data as data_lib
-from spec_impl.trainer import keras_api
+from spec_impl.trainer import fit_data, keras_api
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
 from spec_impl.trainer.calls import next_call
 from spec_impl.trainer.checkpointing import TrainingCheckpoint, remove_leftovers, run_settings
@@ -56,11 +55,11 @@ class FitLoop:
         weights = f.sample_weight
         validation = f.validation_data
         if f.validation_split and validation is None:
-            (x, y, weights), validation = data_lib.split_for_validation(x, y, weights,
+            (x, y, weights), validation = fit_data.split_for_validation(x, y, weights,
                                                                         f.validation_split)
-        train = data_lib.batches(x, y, weights, batch_size=f.batch_size, shuffle=f.shuffle,
+        train = fit_data.batches(x, y, weights, batch_size=f.batch_size, shuffle=f.shuffle,
                                  class_weight=f.class_weight, steps_per_epoch=f.steps_per_epoch)
-        val = None if validation is None else data_lib.validation_batches(
+        val = None if validation is None else fit_data.validation_batches(
             validation, batch_size=f.validation_batch_size or f.batch_size,
             steps=f.validation_steps)
         return train, val

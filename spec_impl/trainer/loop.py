@@ -13,7 +13,7 @@ from spec_impl.options import (
     signature,
     split,
 )
-from spec_impl.trainer.distribute import chief_path, explicit
+from spec_impl.trainer.distribute import chief_path, strategy_or_none
 from spec_impl.trainer.engine import Trainer
 
 
@@ -96,7 +96,7 @@ def train(model, x=None, y=None, **arguments):
     compiling, fitting, options = split(arguments, COMPILE_ARGUMENTS, field_names(FitArguments),
                                         field_names(TrainOptions), caller="train")
     options = TrainOptions(**options)
-    strategy = explicit(options.strategy)
+    strategy = strategy_or_none(options.strategy)
     with contextlib.ExitStack() as stack:  # a non-chief worker's folder is removed at the end
         log_dir = stack.enter_context(chief_path(options.log_dir, strategy))
         options = dataclasses.replace(options, log_dir=log_dir, strategy=strategy)
