@@ -1,14 +1,17 @@
 """Argument and input checks shared by the package's layers and models, and the allowed values
 that the command line needs before TensorFlow is imported (this module imports none)."""
 
+import numbers
+
 MODES = ("eager", "function", "xla")  # the training engine's execution modes
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies offered
 STRATEGIES = ("default", "mirrored", "multiworker")  # spec_impl.make_strategy's kinds
 
 
 def check_positive_int(name, value):
-    """Raise `ValueError` unless `value` is a positive integer (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Raise `ValueError` unless `value` is a positive integer, Python's or NumPy's (bools are
+    refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"Expected a positive integer for `{name}`. Received: {name}={value!r}")
     return value
 

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 
 import keras
+import numpy as np
 import pytest
 
 from spec_impl import train
@@ -60,6 +61,14 @@ def test_a_misspelt_option_is_refused_by_name():
 def test_bad_option_values_are_refused_when_the_options_are_made(field, bad, message):
     with pytest.raises(ValueError, match=message):
         TrainOptions(**{field: bad})
+
+
+def test_numpy_integers_are_integers():
+    # a class count computed with NumPy (`np.max(y) + 1`) is an integer, as Python's is
+    options = TrainOptions(num_classes=np.int64(10), checkpoint_every=np.int32(3))
+    assert options.num_classes == 10 and options.checkpoint_every == 3
+    with pytest.raises(ValueError, match=r"positive integer for `num_classes`"):
+        TrainOptions(num_classes=np.float64(10.0))
 
 
 def test_options_are_frozen():
