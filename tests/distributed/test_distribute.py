@@ -36,6 +36,7 @@ from spec_impl.trainer.batchnorm import batch_norm_layers, recalibrate_batch_nor
 from spec_impl.trainer.distribute import XLA_REFUSED, check_created_in_scope, cpu_devices, per_example_loss
 from spec_impl.trainer.engine import Trainer
 from spec_impl.trainer.keras_api import unscale_loss_for_distribution
+from spec_impl.trainer.step import Steps
 
 # Float32 sums taken in another order (per replica, then across) agree to about 1e-7 here; 1e-5
 # leaves room for a few epochs of SGD amplifying that, and is far below what a wrong loss
@@ -203,7 +204,7 @@ def test_fit_under_the_strategy_equals_one_device(case, strategies):
     assert_same_run(run_loop(case, strategies[2], n=N_EVEN), reference, err_msg="loop vs fit", even=True)
 
 
-EXACT_LOSS = Trainer._replica_loss
+EXACT_LOSS = Steps._replica_loss
 
 
 def _per_replica_mean(self, y, predictions, sample_weight, extra_losses):
@@ -226,7 +227,7 @@ def _extra_losses_over_replicas(self, y, predictions, sample_weight, extra_losse
                                          ("reconstruction_regressor", _extra_losses_over_replicas)])
 def test_a_wrong_loss_scaling_fails_the_equivalence(case, wrong, strategies, monkeypatch):
     reference = one_device(case)
-    monkeypatch.setattr(Trainer, "_replica_loss", wrong)
+    monkeypatch.setattr(Steps, "_replica_loss", wrong)
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         assert_same_run(run_loop(case, strategies[2]), reference)
 
