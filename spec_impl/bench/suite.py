@@ -13,24 +13,9 @@ import time
 import tensorflow as tf
 
 from spec_impl._validation import MODES
+from spec_impl.bench import runner as timing
 from spec_impl.bench import stats
 from spec_impl.bench.provenance import SCHEMA_VERSION
-from spec_impl.bench.runner import (
-    distributed_trainer,
-    eval_data,
-    fit_runner,
-    has_bf16_instructions,
-    interleaved,
-    loop_runner,
-    machine_info,
-    make_trainer,
-    peaks,
-    rates,
-    same_batch_runner,
-    step_flops,
-    timed,
-    tracing_count,
-)
 from spec_impl.bench.settings import (
     BF16_FLAGS,
     DISTRIBUTED_BATCH,
@@ -67,16 +52,17 @@ def _runners(spec, settings, log):
     flops = None
     # One trainer per mode: its step and every loop of that mode. All are made (each compiles
     # the model, and Keras's compile replaces the loss tracker) before any traces.
-    trainers = {mode: make_trainer(workload, mode) for mode in MODES}
+    trainers = {mode: timing.make_trainer(workload, mode) for mode in MODES}
     for mode, trainer in trainers.items():
-        first[mode] = timed(lambda t=trainer: float(t.compiled_train_step((workload.x, workload.y))[0]))
+        first[mode] = timing.timed(
+            lambda t=trainer: float(t.compiled_train_step((workload.x, workload.y))[0]))
         if flops is None:
-            flops = step_flops(trainer, workload)
+            flops = timing.step_flops(trainer, workload)
         # eager steps are 10-50x slower: a fraction of the steps times them as well
         steps[mode] = max(1, settings.steps(name) // EAGER_SHARE) if mode == "eager" \
             else settings.steps(name)
         if settings.selects(mode):
-            runners[mode] = _checked(same_batch_runner(trainer, workload, steps[mode]), trainer,
+            runners[mode] = _checked(timing.same_batch_runner(trainer, workload, steps[mode]), trainer,
                                      mode)
     for runner in runner_names(name, settings.level)[len(MODES):]:
         if not settings.selects(runner):
@@ -87,10 +73,10 @@ def _runners(spec, settings, log):
         dataset = workload.dataset(steps[runner])
         if kind in ("fit", "fit_xla"):
             own = spec.build()  # fit compiles the model: each fit runner gets its own
-            runners[runner] = fit_runner(own, own.dataset(steps[runner]), k, kind == "fit_xla")
+            runners[runner] = timing.fit_runner(own, own.dataset(steps[runner]), k, kind == "fit_xla")
         else:
             trainer = trainers["xla" if kind == "xla_loop" else "function"]
-            runners[runner] = loop_runner(trainer, dataset, k)
+            runners[runner] = timing.loop_runner(trainer, dataset, k)
     log(f"  {len(runners)} runners, {settings.rounds(name)} rounds")
     return runners, steps, first, workload, flops
 
@@ -102,7 +88,7 @@ def _checked(run, trainer, mode):
 
     def checked():
         run()
-        count = tracing_count(trainer)
+        count = timing.tracing_count(trainer)
         if traces[0] is not None and count != traces[0]:
             raise RuntimeError(f"the {mode} step retraced after its first call")
         traces[0] = count
@@ -120,7 +106,7 @@ def _rows(name, times, steps, batch_size, flops, peak, extra=None):
         spread = stats.spread(rounds)
         rows.append({"workload": name, "mode": runner, "batch_size": batch_size,
                      "steps_per_execution": k, "flops_per_step": flops,
-                     **rates(statistics.median(rounds), batch_size, flops, peak),
+                     **timing.rates(statistics.median(rounds), batch_size, flops, peak),
                      "rounds_s_per_step": rounds, "spread_pct": spread,
                      "noisy": spread > NOISE_PCT, **(extra or {})})
     return rows
@@ -139,7 +125,7 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
         log(f"  {name}: none of --runners {','.join(settings.runners)} is in this table")
         return [], [], None
     warm, memory = {}, {}
-    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget,
+    times = timing.interleaved(runners, settings.rounds(name), settings.warmup, settings.budget,
                         first_calls=warm, memory=memory)
     peak = peak_by_dtype.get(_compute_dtype(workload.model))
     rows = _rows(name, times, steps, workload.batch_size, flops, peak,
@@ -218,16 +204,16 @@ def measure_precision(spec, policy, settings, peak_by_dtype):
     for label in ("float32", policy):
         with global_policy(label):
             workload = spec.build()
-        trainer = make_trainer(workload, "function")
+        trainer = timing.make_trainer(workload, "function")
         workloads[label] = (workload, trainer)
-        runners[label] = same_batch_runner(trainer, workload, settings.steps(name))
-    times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
+        runners[label] = timing.same_batch_runner(trainer, workload, settings.steps(name))
+    times = timing.interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
     steps = dict.fromkeys(runners, settings.steps(name))
     rows = []
     for label, (workload, trainer) in workloads.items():
         dtype = _compute_dtype(workload.model)
         rows += _rows(f"{name}_{label}", {"function": times[label]}, {"function": steps[label]},
-                      workload.batch_size, step_flops(trainer, workload),
+                      workload.batch_size, timing.step_flops(trainer, workload),
                       peak_by_dtype.get(dtype), {"compute_dtype": dtype})
     step_times = per_step(times, steps)
     return rows, [stats.compare(f"{name}:precision", policy, "float32", step_times)]
@@ -237,17 +223,17 @@ def bench_eval_loop(settings):
     """Document 002's evaluation loop: 10,000 samples, batch 32, the MNIST MLP, eagerly, in a
     `tf.function` and with `model.evaluate`, interleaved."""
     workload = build_workload("mnist_mlp", EVAL_BATCH)
-    x, y, dataset = eval_data()
+    x, y, dataset = timing.eval_data()
     if settings.level == "smoke":
         x, y, dataset = x[:256], y[:256], dataset.take(8)
     runners = {}
     for mode in ("eager", "function"):
-        trainer = make_trainer(workload, mode)
+        trainer = timing.make_trainer(workload, mode)
         runners[mode] = lambda t=trainer: t.evaluate(dataset)
     model = build_workload("mnist_mlp", EVAL_BATCH).model
     model.compile(loss="sparse_categorical_crossentropy")
     runners["evaluate"] = lambda: model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0)
-    times = interleaved(runners, 2 if settings.level == "smoke" else MIN_ROUNDS, settings.warmup)
+    times = timing.interleaved(runners, 2 if settings.level == "smoke" else MIN_ROUNDS, settings.warmup)
     result = {mode: statistics.median(t) for mode, t in times.items()}
     result["document_speedup"] = DOC_EVAL_SPEEDUP
     return result, [stats.compare("eval_loop", "function", "eager", times),
@@ -276,7 +262,7 @@ def bench_retracing(settings, calls=10):
     level = logger.level
     logger.setLevel("ERROR")  # the retracing this measures on purpose is not a warning here
     try:
-        times = interleaved({"python_scalar": python_scalars, "tensor": tensor_calls},
+        times = timing.interleaved({"python_scalar": python_scalars, "tensor": tensor_calls},
                             2 if settings.level == "smoke" else MIN_ROUNDS, warmup=1)
     finally:
         logger.setLevel(level)
@@ -293,9 +279,9 @@ def bench_scaling(settings):
     for name, sizes in settings.scaling.items():
         for b in sizes:
             workload = build_workload(name, b)
-            trainer = make_trainer(workload, "function")
+            trainer = timing.make_trainer(workload, "function")
             steps = settings.steps(name)
-            times = interleaved({"loop": loop_runner(trainer, workload.dataset(steps))},
+            times = timing.interleaved({"loop": timing.loop_runner(trainer, workload.dataset(steps))},
                                 min(3, settings.rounds(name)), settings.warmup)["loop"]
             seconds = statistics.median(times) / steps
             rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
@@ -313,10 +299,10 @@ def bench_distributed(settings, devices, log=print):
         steps = settings.steps(name)
         runners = {}
         for n in (None, *replicas):
-            workload, trainer = distributed_trainer(name, n)
-            runners["none" if n is None else f"replicas_{n}"] = loop_runner(
+            workload, trainer = timing.distributed_trainer(name, n)
+            runners["none" if n is None else f"replicas_{n}"] = timing.loop_runner(
                 trainer, workload.dataset(steps))
-        times = interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
+        times = timing.interleaved(runners, settings.rounds(name), settings.warmup, settings.budget)
         step_times = {k: [t / steps for t in v] for k, v in times.items()}
         for key, values in step_times.items():
             seconds = statistics.median(values)
@@ -333,7 +319,7 @@ def run_distributed_suite(devices, settings=None, log=print):
     settings = settings or BenchSettings()
     start = time.perf_counter()
     rows, ratios = bench_distributed(settings, devices, log)
-    return {"schema_version": SCHEMA_VERSION, "machine": machine_info("cpu"),
+    return {"schema_version": SCHEMA_VERSION, "machine": timing.machine_info("cpu"),
             "level": settings.level, "distributed": rows,
             "ratios": ratios, "seconds": time.perf_counter() - start}
 
@@ -354,8 +340,8 @@ def run_suite(settings=None, device="cpu", models=None, log=print, on_table=None
     specs = models or [WorkloadSpec(name) for name in WORKLOADS
                        if not quick_skips(name, settings.level)]
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        peak = peaks(device)
-        results = {"schema_version": SCHEMA_VERSION, "machine": machine_info(device),
+        peak = timing.peaks(device)
+        results = {"schema_version": SCHEMA_VERSION, "machine": timing.machine_info(device),
                    "level": settings.level, "selection": selection(settings, models),
                    "peak_gflops": peak, "train_steps": [], "ratios": [], "complete": False}
         log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
@@ -402,7 +388,7 @@ def _precision(results, specs, settings, device, peak, log):
     A faster precision is added to the workload's recommendation."""
     if device == "gpu":
         plan = [("mini_inception", "mixed_float16", GPU_MIXED_BATCH)]
-    elif has_bf16_instructions(results["machine"]):
+    elif timing.has_bf16_instructions(results["machine"]):
         plan = [(s.name, "mixed_bfloat16", s.batch_size) for s in specs
                 if not s.name.endswith(".keras")]
     else:
