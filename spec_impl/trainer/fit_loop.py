@@ -18,8 +18,8 @@ from spec_impl.trainer import fit_data, keras_api
 from spec_impl.trainer.batchnorm import recalibrate_batch_norm
 from spec_impl.trainer.calls import next_call
 from spec_impl.trainer.checkpointing import TrainingCheckpoint, remove_leftovers, run_settings
-from spec_impl.trainer.checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path
+from spec_impl.trainer.input_checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.lock import CheckpointLock
 from spec_impl.trainer.non_finite import raise_non_finite, warn_skipped
 from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
@@ -65,7 +65,7 @@ class FitLoop:
         return train, val
 
     def _check(self, train, val):
-        """Refuse bad data before the first step (`spec_impl.trainer.checks`), build every
+        """Refuse bad data before the first step (`spec_impl.trainer.input_checks`), build every
         variable, and refuse a model built outside the strategy's scope."""
 
         sides = [b for b in (train, val) if b is not None]
