@@ -34,6 +34,7 @@ from spec_impl.trainer.checkpointing import (
 )
 from spec_impl.trainer.engine import Trainer
 from spec_impl.trainer.lock import LOCK_NAME, CheckpointFolderLocked, CheckpointLock
+from spec_impl.trainer.non_finite import NON_FINITE
 from spec_impl.trainer.preemption import TrainingPreempted
 
 # 200 samples in batches of 32: 7 steps per epoch, the last of 8 samples.
@@ -334,6 +335,28 @@ def test_skip_stops_after_max_skipped_consecutive_steps(tmp_path):
             pytest.warns(RuntimeWarning, match="Skipped 1 step"):
         run("function", 1, x=x, on_nan="skip", max_skipped=3, checkpoint_dir=str(tmp_path))
     assert tf.train.latest_checkpoint(str(tmp_path)) is None
+
+
+class _OwnAssertion(keras.layers.Layer):
+    """A layer whose own in-graph assertion fails on inputs above 100, with a message that
+    reads like the engine's finiteness check."""
+
+    def call(self, x):
+        tf.debugging.Assert(tf.reduce_max(x) < 100.0, [NON_FINITE])
+        return x
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_a_models_own_failed_assertion_is_its_error_not_a_non_finite_step(mode):
+    # The loop tells its own check from any other error by the step the check recorded, not by
+    # the message: the model's error comes through as it is, even worded as the engine's.
+    x, y, _, _ = digits()
+    x = x.copy()
+    x[2 * BATCH] = 1000.0  # the third batch
+    model = keras.Sequential([keras.Input((64,)), _OwnAssertion(), keras.layers.Dense(10)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=NON_FINITE):
+        train(model, x, y, batch_size=BATCH, shuffle=False, verbose=0, mode=mode,
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
 def test_stop_is_the_default_and_names_the_step():
