@@ -28,6 +28,7 @@ from spec_impl.trainer.distribute import (
     distribute_dataset,
     strategy_or_none,
 )
+from spec_impl.trainer.fit_data import Batches
 from spec_impl.trainer.fit_loop import FitLoop
 from spec_impl.trainer.step import Steps
 from spec_impl.trainer.step_checks import StepChecks
@@ -243,8 +244,6 @@ class Trainer:
     def evaluate(self, batches):
         """Run the test function over `batches` (`spec_impl.trainer.fit_data.Batches` or a batched
         dataset); returns the `val_` logs as floats (`{}` for no batch)."""
-        from spec_impl.trainer.fit_data import Batches
-
         if not isinstance(batches, Batches):
             batches = Batches(batches)
         self.reset()
