@@ -43,6 +43,7 @@ _EXPORTS = {
     **dict.fromkeys(["evaluate_classifier", "predict_one", "roc_auc_document"], "evaluation"),
     **dict.fromkeys(["global_policy"], "precision"),
     **dict.fromkeys(["RunResult", "train_and_evaluate"], "workflow"),
+    **dict.fromkeys(["FitArguments", "RunOptions", "TrainOptions"], "options"),
     **dict.fromkeys(["MODELS", "get_model_spec", "parameter_counts"], "registry"),
 }
 __all__ = sorted(_EXPORTS)

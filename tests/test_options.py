@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from spec_impl import train
+from spec_impl import FitArguments, RunOptions, TrainOptions, train
 from spec_impl.cli import build_parser
-from spec_impl.options import COMPILE_ARGUMENTS, FitArguments, RunOptions, TrainOptions, defaults
+from spec_impl.options import COMPILE_ARGUMENTS, defaults
 from spec_impl.trainer.engine import Trainer
 from spec_impl.workflow import train_and_evaluate
 
