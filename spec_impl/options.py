@@ -85,6 +85,11 @@ class TrainOptions:
                              f"Received: recalibrate_bn={self.recalibrate_bn!r}")
 
 
+# The `TrainOptions` the epoch loop reads (`Trainer.fit` takes them with fit's arguments); the
+# others configure the engine (`Trainer`).
+LOOP_OPTIONS = ("checkpoint_dir", "checkpoint_every", "num_classes", "recalibrate_bn")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """What `train_and_evaluate` (`spec-impl train`) adds: the run's model, data and folders.

@@ -11,7 +11,7 @@ import pytest
 
 from spec_impl import FitArguments, RunOptions, TrainOptions, train
 from spec_impl.cli import build_parser
-from spec_impl.options import COMPILE_ARGUMENTS, defaults
+from spec_impl.options import COMPILE_ARGUMENTS, LOOP_OPTIONS, defaults
 from spec_impl.trainer.engine import Trainer
 from spec_impl.workflow import train_and_evaluate
 
@@ -35,6 +35,7 @@ def test_train_shows_the_compile_arguments_and_every_option():
     assert {name: parameters[name].default for name in defaults(TrainOptions)} == \
         defaults(TrainOptions)
     assert set(COMPILE_ARGUMENTS) < set(inspect.signature(keras.Model.compile).parameters)
+    assert set(LOOP_OPTIONS) < set(defaults(TrainOptions))  # what Trainer.fit takes of them
 
 
 def test_a_misspelt_option_is_refused_by_name():

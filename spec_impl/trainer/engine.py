@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from spec_impl._validation import MODES, check_choice, check_positive_int
-from spec_impl.options import FitArguments, TrainOptions, field_names, split, values
+from spec_impl.options import LOOP_OPTIONS, FitArguments, TrainOptions, field_names, split, values
 from spec_impl.trainer import keras_api
 from spec_impl.trainer.auto import Calibration, candidates
 from spec_impl.trainer.calls import XLA_UNROLL, next_call, schedule, step_loop, xla_call, xla_program
@@ -33,10 +33,6 @@ from spec_impl.trainer.fit_loop import FitLoop
 from spec_impl.trainer.step import Steps
 from spec_impl.trainer.step_checks import StepChecks
 from spec_impl.trainer.summaries import Summaries
-
-# What `Trainer.fit` takes besides fit's own arguments: the loop's options.
-LOOP_OPTIONS = ("checkpoint_dir", "checkpoint_every", "num_classes", "recalibrate_bn")
-
 
 # Measured by `spec-impl bench` on a 2-core AMD EPYC (docs/benchmarks.md): XLA on a CPU ran the
 # sequential CNN's step 1.6x and its groups 1.7-1.9x slower than the function loop, and
@@ -59,7 +55,6 @@ def _warn_if_slow_xla(model):
             f"(docs/benchmarks.md), and {type(model).__name__} has {len(convolutions)} "
             f"convolution layer(s). "
             f"mode='auto' times both on this model and keeps the faster.", stacklevel=3)
-
 
 
 class Trainer:
