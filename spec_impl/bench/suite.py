@@ -62,8 +62,8 @@ def _runners(spec, settings, log):
         steps[mode] = max(1, settings.steps(name) // EAGER_SHARE) if mode == "eager" \
             else settings.steps(name)
         if settings.selects(mode):
-            runners[mode] = _checked(timing.same_batch_runner(trainer, workload, steps[mode]), trainer,
-                                     mode)
+            runners[mode] = _checked(timing.same_batch_runner(trainer, workload, steps[mode]),
+                                     trainer, mode)
     for runner in runner_names(name, settings.level)[len(MODES):]:
         if not settings.selects(runner):
             continue
@@ -126,7 +126,7 @@ def measure_workload(spec, settings, peak_by_dtype, log=print):
         return [], [], None
     warm, memory = {}, {}
     times = timing.interleaved(runners, settings.rounds(name), settings.warmup, settings.budget,
-                        first_calls=warm, memory=memory)
+                               first_calls=warm, memory=memory)
     peak = peak_by_dtype.get(_compute_dtype(workload.model))
     rows = _rows(name, times, steps, workload.batch_size, flops, peak,
                  {"compute_dtype": _compute_dtype(workload.model)})
@@ -263,7 +263,7 @@ def bench_retracing(settings, calls=10):
     logger.setLevel("ERROR")  # the retracing this measures on purpose is not a warning here
     try:
         times = timing.interleaved({"python_scalar": python_scalars, "tensor": tensor_calls},
-                            2 if settings.level == "smoke" else MIN_ROUNDS, warmup=1)
+                                   2 if settings.level == "smoke" else MIN_ROUNDS, warmup=1)
     finally:
         logger.setLevel(level)
     result = {"python_scalar_ms": 1e3 * statistics.median(times["python_scalar"]) / calls,
@@ -281,8 +281,9 @@ def bench_scaling(settings):
             workload = build_workload(name, b)
             trainer = timing.make_trainer(workload, "function")
             steps = settings.steps(name)
-            times = timing.interleaved({"loop": timing.loop_runner(trainer, workload.dataset(steps))},
-                                min(3, settings.rounds(name)), settings.warmup)["loop"]
+            runner = timing.loop_runner(trainer, workload.dataset(steps))
+            times = timing.interleaved({"loop": runner}, min(3, settings.rounds(name)),
+                                       settings.warmup)["loop"]
             seconds = statistics.median(times) / steps
             rows.append({"workload": name, "batch_size": b, "ms_per_step": 1e3 * seconds,
                          "samples_per_s": b / seconds})

@@ -12,13 +12,14 @@ to the training writer); the regularization and `add_loss` terms are part of the
 """
 
 import contextlib
+import dataclasses
 import warnings
 
 import keras
 import tensorflow as tf
 
 from spec_impl._validation import MODES, check_choice, check_positive_int
-from spec_impl.options import LOOP_OPTIONS, FitArguments, TrainOptions, field_names, split, values
+from spec_impl.options import LOOP_OPTIONS, FitArguments, TrainOptions, field_names, split
 from spec_impl.trainer import keras_api
 from spec_impl.trainer.auto import Calibration, candidates
 from spec_impl.trainer.calls import XLA_UNROLL, next_call, schedule, step_loop, xla_call, xla_program
@@ -88,7 +89,7 @@ class Trainer:
     def __init__(self, model, *, optimizer=None, loss=None, metrics=None, loss_weights=None,
                  weighted_metrics=None, options=None, **kwargs):
         (given,) = split(kwargs, field_names(TrainOptions), caller="Trainer")
-        self.options = TrainOptions(**{**values(options or TrainOptions()), **given})
+        self.options = dataclasses.replace(options or TrainOptions(), **given)  # checks `given`
         self.model = model
         self.strategy = strategy_or_none(self.options.strategy)
         self.steps = Steps(model, self.strategy, self.options.on_nan)
@@ -297,5 +298,5 @@ class Trainer:
             The `keras.callbacks.History` (also `model.history`).
         """
         fitting, loop = split(arguments, field_names(FitArguments), LOOP_OPTIONS, caller="fit")
-        options = TrainOptions(**{**values(self.options), **loop})
+        options = dataclasses.replace(self.options, **loop)
         return FitLoop(self, FitArguments(**fitting), options).run(x, y)
