@@ -263,8 +263,34 @@ MAX_POOLED = ("sequential_cnn", "functional_cnn")
 EMPTY_CONV_ERROR = "Incompatible shapes: [0,"
 
 
+def has_layer(model, kind):
+    return any(isinstance(layer, kind) for layer in model._flatten_layers())
+
+
 def has_conv(model):
-    return any(isinstance(layer, keras.layers.Conv2D) for layer in model._flatten_layers())
+    return has_layer(model, keras.layers.Conv2D)
+
+
+# TensorFlow's MaxPool kernel compares with `>`, so it skips NaN: a window of NaN alone pools to
+# the kernel's starting value, float32's lowest in eager and graph mode (-inf under XLA), and
+# the NaN goes on as a finite -3.4e38. `reduce_max` (GlobalMaxPooling2D) propagates NaN.
+LOWEST_F32 = float(np.finfo(np.float32).min)
+# Downstream of that -3.4e38 (batch norm, convolutions, logits), values stay beyond this or
+# overflow to inf or NaN; a logit of inputs in [0, 2] is many orders of magnitude below it.
+FAR_BEYOND_ANY_LOGIT = 1e30
+
+
+@pytest.mark.parametrize("jit_compile,value", [(False, LOWEST_F32), (True, -np.inf)])
+def test_tensorflow_max_pooling_drops_nan(jit_compile, value):
+    import tensorflow as tf
+
+    x = np.ones((2, 4, 4, 1), F32)
+    x[0] = np.nan  # every window of the first sample is NaN
+    x[1, 0, 0, 0], x[1, 0, 1, 0] = np.nan, 5.0  # one window holds a NaN and a 5
+    pooled = tf.function(keras.layers.MaxPooling2D(2), jit_compile=jit_compile)(x).numpy()
+    np.testing.assert_array_equal(pooled[0], np.full((2, 2, 1), value, F32))
+    np.testing.assert_array_equal(pooled[1, ..., 0], [[5.0, 1.0], [1.0, 1.0]])
+    assert np.isnan(keras.layers.GlobalMaxPooling2D()(x).numpy()).all()
 
 
 @pytest.mark.parametrize("name", MAX_POOLED)
@@ -300,9 +326,14 @@ def test_models_take_mistaken_values_like_float32(name, kind, built_models):
     want = keras.tree.flatten(model(clean, training=False))
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.shape[0] == n
-        if kind == "nan":  # the spoiled sample is NaN; the others are untouched
-            assert np.isnan(keras.ops.convert_to_numpy(a)[0]).all()
-            assert_allclose(a[1:], b[1:], atol=1e-5)
+        if kind == "nan":  # the spoiled sample is NaN (or, after a MaxPooling2D, far off)
+            spoiled_out = keras.ops.convert_to_numpy(a)[0]
+            if has_layer(model, keras.layers.MaxPooling2D):
+                assert (~np.isfinite(spoiled_out)
+                        | (np.abs(spoiled_out) > FAR_BEYOND_ANY_LOGIT)).all(), spoiled_out
+            else:
+                assert np.isnan(spoiled_out).all(), spoiled_out
+            assert_allclose(a[1:], b[1:], atol=1e-5)  # the others are untouched
         else:
             assert_allclose(a, b, atol=1e-5)
 
