@@ -7,9 +7,9 @@ import pytest
 from spec_impl.testing import digits_arrays
 
 # The tests compile their XLA programs without LLVM's expensive optimisations (the flags of JAX's
-# "disable most optimizations", for smoke tests): the same HLO, so the same values, compiled in
-# about three quarters of the time. The benchmarks (benchmarks/) compile as users do. XLA reads
-# the variable at its first compilation, after this runs; command-line runs inherit it.
+# "disable most optimizations", for smoke tests): the same HLO, so the same values; the XLA tests
+# take about three quarters of their time. The benchmarks (benchmarks/) compile as users do. XLA
+# reads the variable at its first compilation, after this runs; command-line runs inherit it.
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
 

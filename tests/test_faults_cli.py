@@ -17,8 +17,9 @@ from spec_impl.cli import main
 from spec_impl.trainer.preemption import PREEMPTED_EXIT_CODE
 
 # The Sequential CNN on 320 digits, 12 epochs of 10 steps: like the default MiniInception it has
-# batch norms, recalibrated after each epoch, at a fiftieth of its step time. A SIGTERM sent once
-# epoch 1's checkpoint exists lands in the middle of training (eleven epochs, seconds, are left).
+# batch norms, recalibrated after each epoch, at about a twentieth of its time per step. A
+# SIGTERM sent once epoch 1's checkpoint exists lands in the middle of training (eleven epochs,
+# seconds, are left).
 ARGS = ("--model", "sequential_cnn", "--limit", "320", "--epochs", "12", "--quiet")
 TIMEOUT = 600
 
