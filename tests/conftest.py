@@ -11,7 +11,8 @@ from spec_impl.testing import digits_arrays
 # take about three quarters of their time. The benchmarks (benchmarks/) compile as users do. XLA
 # reads the variable at its first compilation, after this runs; command-line runs inherit it.
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+if XLA_TEST_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # once, in nested pytest runs too
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
 
 
 @pytest.fixture(scope="module")
