@@ -33,6 +33,7 @@ from spec_impl import (
 )
 from spec_impl.registry import MODELS
 from spec_impl.testing import assert_allclose, conv_keeps_input_channels_on_an_empty_batch
+from spec_impl.trainer.keras_api import all_layers
 
 F32 = "float32"
 sizes = st.integers(1, 6)
@@ -264,7 +265,7 @@ EMPTY_CONV_ERROR = "Incompatible shapes: [0,"
 
 
 def has_layer(model, kind):
-    return any(isinstance(layer, kind) for layer in model._flatten_layers())
+    return any(isinstance(layer, kind) for layer in all_layers(model))
 
 
 def has_conv(model):
