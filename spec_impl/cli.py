@@ -10,6 +10,7 @@ import tempfile
 from spec_impl._paths import BadPath, input_file, output_file, output_folder
 from spec_impl._validation import MODES, POLICIES, STRATEGIES
 from spec_impl.contract.command import add_parser as add_check_parser
+from spec_impl.contract.sweep import add_parser as add_sweep_parser
 from spec_impl.options import AUTO, ON_NAN, RunOptions
 
 # What `spec-impl train` writes into --out: folders and files, checked before any work.
@@ -517,6 +518,7 @@ def build_parser():
     p.set_defaults(func=cmd_bench, check=check_bench_paths)
 
     add_check_parser(sub)
+    add_sweep_parser(sub)
 
     p = sub.add_parser("idioms", help="the documents' Keras-2 idioms run on Keras 3 and on tf-keras")
     p.add_argument("--json", default=None, help="write the matrix to this JSON file")

@@ -62,3 +62,16 @@ def global_policy(name):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
+def global_floatx(name):
+    """Set Keras's `floatx` (the dtype of a `keras.Input` given none) for the block, and restore
+    the previous one after it; `None` leaves it as it is."""
+    previous = keras.config.floatx()
+    if name is not None:
+        keras.config.set_floatx(name)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)

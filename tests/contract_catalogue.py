@@ -51,6 +51,19 @@ class PolicyIgnoringHead(keras.layers.Layer):
 
 
 @register
+class PolicyIgnoringBlock(keras.layers.Layer):
+    """The subclassing guide's pattern (sub-layers made in `__init__`, built at the first call,
+    no `build`), its sub-layer made without `dtype=self.dtype_policy`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+@register
 class WeightsInCall(keras.layers.Layer):
     """Makes its weight on the first call."""
 
@@ -169,10 +182,11 @@ class WrongOutputShape(keras.layers.Layer):
 
 @register
 class UnbuiltStateless(keras.layers.Layer):
-    """Overrides `build` to note a size and makes no state, so it is not built at construction."""
+    """Keeps a `build` stub that only calls the base class's: it makes no state, sets nothing
+    and checks nothing, yet the layer is no longer built at construction (a warning)."""
 
     def build(self, input_shape):
-        self.size = input_shape[-1]
+        super().build(input_shape)
 
     def call(self, x):
         return 2.0 * x
@@ -247,13 +261,17 @@ VECTORS = generate([(5,)])
 SEQUENCES = generate([(6, 5)])
 PAIRS = [np.abs(generate([(3,)], seed=1)), np.abs(generate([(3,)], seed=2))]
 
-# name -> (factory, inputs, the check it fails, a phrase of the cause, expect)
+# name -> (factory, inputs, the check it fails, a phrase of the cause, expect); a check of
+# WARNINGS warns instead (Keras accepts the mistake), and the component fails nothing.
 CATALOGUE = {
     "forgotten get_config argument": (forgetful_scale, VECTORS, "config_round_trip",
                                       "`get_config` does not return `offset`", None),
     "sub-layer ignores the dtype policy": (PolicyIgnoringHead, VECTORS, "dtype_policy",
                                            "computes in float32, not float64: a layer does not "
                                            "pass its dtype policy on", None),
+    "sub-layer without build ignores the dtype policy": (
+        PolicyIgnoringBlock, VECTORS, "dtype_policy",
+        "computes in float32, not float64: a layer does not pass its dtype policy on", None),
     "weights made in call": (WeightsInCall, VECTORS, "state_in_build",
                              "creates state after the layer is built", None),
     "Python counter retraces": (RetracingCounter, VECTORS, "trace_bound",
@@ -270,17 +288,20 @@ CATALOGUE = {
     "float64 output": (Float64Output, VECTORS, "output_dtype", "output 0 is float64", None),
     "output shape disagrees": (WrongOutputShape, VECTORS, "eager_call",
                                "differ from the symbolic call's", None),
-    "stateless but unbuilt": (UnbuiltStateless, VECTORS, "built_at_construction",
-                              "not built after construction", None),
+    "a build stub that does nothing": (UnbuiltStateless, VECTORS, "built_at_construction",
+                                       "stays unbuilt until its first call for nothing", None),
     "weight never used": (UnusedWeight, VECTORS, "training_step",
                           "no trainable weight gets a gradient", None),
     "loss added twice": (LossTwice, VECTORS, "weight_counts", "2 losses, expected 1", {"losses": 1}),
     "metric keeps the last batch": (LastBatchMean, PAIRS, "streaming",
                                     "two half-batch updates against one", None),
     "metric variables made on update": (LazyMetric, PAIRS, "state_at_construction",
-                                        "no variables after construction", None),
+                                        "no variables after construction; `result()` before "
+                                        "the first update raises AttributeError", None),
     "loss with a wrong custom gradient": (WrongGradientLoss, PAIRS, "finite_differences",
                                           "by central differences", None),
 }
+# The checks that warn (what Keras accepts) rather than fail.
+WARNINGS = ("built_at_construction",)
 # Needs two devices, so it is checked through `spec-impl check` (which splits the CPU in two).
 MIRRORED = (BatchCentering, "mirrored", "two replicas against one device")

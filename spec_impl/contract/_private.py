@@ -59,3 +59,47 @@ def count_traces():
         yield count
     finally:
         tc._create_concrete_function = original
+
+
+def is_merge(layer):
+    """Whether `layer` is one of Keras's merge layers (`Add`, `Concatenate`, ...), which take a
+    list of inputs and combine their masks (Keras's `Merge` base class is not public)."""
+    from keras.src.layers.merging.base_merge import Merge
+
+    return isinstance(layer, Merge)
+
+
+def global_seed_generator():
+    """The `SeedGenerator` that `keras.random` draws from when given no seed."""
+    from keras.src.random.seed_generator import global_seed_generator as found
+
+    return found()
+
+
+def custom_gradients(graph):
+    """How many `tf.custom_gradient` functions `graph` runs (TensorFlow marks each with the
+    op attribute `_gradient_op_type`)."""
+    found = set()
+    for op in graph.get_operations():
+        try:
+            found.add(op.get_attr("_gradient_op_type"))
+        except ValueError:
+            continue
+    return len(found)
+
+
+# TensorFlow's own words when an op has no version for a dtype: no kernel registered for the
+# device (NotFoundError), or an op definition whose type list leaves it out (InvalidArgumentError).
+NO_KERNEL = ("Could not find device for node", "is not in the list of allowed values")
+
+
+def lacks_kernel(error):
+    """Whether `error` is TensorFlow saying that an op has no version for the dtype on this
+    device (3-D pooling in float64 or float16 on a CPU); its first line then, else `None`."""
+    import tensorflow as tf
+
+    if isinstance(error, (tf.errors.NotFoundError, tf.errors.InvalidArgumentError)):
+        text = str(error)
+        if any(phrase in text for phrase in NO_KERNEL):
+            return text.strip().splitlines()[0][:160]
+    return None

@@ -1,8 +1,13 @@
-"""The other side of the `fresh_process_reload` check, run as `python -m spec_impl.contract.child`.
+"""The other side of the `fresh_process_reload` check, run as
+`python -m spec_impl.contract.child JOBS.json`.
 
-It imports nothing but the user's module (by name), loads the `.keras` file (or deserializes the
-JSON of a loss or metric) without `custom_objects`, evaluates it on the saved inputs and writes
-the outputs. On failure it prints the error's first line and exits 1.
+For each job of the list (one component, or a sweep's many in one process) it imports the
+component's module (by name, and nothing else of the user's), loads the `.keras` file (or
+deserializes the JSON of a loss or metric) without `custom_objects`, evaluates it on the saved
+inputs and writes the outputs; a job that fails writes its error's first line beside them
+(`OUTPUTS.error`) and the next job runs. A process that starts anew per module would cost a
+TensorFlow import each; a module's registrations are what it adds, and a job whose module is
+not yet imported imports it first.
 """
 
 import importlib
@@ -37,34 +42,45 @@ def load_arrays(path):
         return [archive[k] for k in keys]
 
 
-def main(argv):
-    kind, module, saved, inputs_path, out_path = argv
-    importlib.import_module(module)
+def run_job(job):
+    """Load and evaluate one saved component (`{kind, module, saved, inputs, outputs}`)."""
+    importlib.import_module(job["module"])
     import keras
     import numpy as np
 
-    inputs = load_arrays(inputs_path)
-    if kind in ("layer", "model"):
-        model = keras.models.load_model(saved)
+    inputs = load_arrays(job["inputs"])
+    if job["kind"] in ("layer", "model"):
+        model = keras.models.load_model(job["saved"])
         outputs = model(inputs, training=False)
         outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
     else:
-        with open(saved) as f:
+        with open(job["saved"]) as f:
             obj = keras.saving.deserialize_keras_object(json.load(f))
-        y_true, y_pred = inputs
-        if kind == "loss":
-            outputs = [np.asarray(obj(y_true, y_pred))]
+        if job["kind"] == "loss":
+            outputs = [np.asarray(obj(*inputs))]
         else:
-            obj.update_state(y_true, y_pred)
+            obj.update_state(*inputs)
             outputs = [np.asarray(obj.result())]
-    save_arrays(out_path, outputs)
+    save_arrays(job["outputs"], outputs)
+
+
+def main(argv):
+    from spec_impl.contract.core import first_line
+
+    (manifest,) = argv
+    with open(manifest) as f:
+        jobs = json.load(f)
+    failed = 0
+    for job in jobs:
+        try:
+            run_job(job)
+        except Exception as error:
+            failed += 1
+            with open(job["outputs"] + ".error", "w") as f:
+                f.write(first_line(error))
+            print(first_line(error), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except Exception as error:
-        from spec_impl.contract.core import first_line
-
-        print(first_line(error), file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ import json
 import sys
 
 from spec_impl.contract.core import KINDS
+from spec_impl.contract.facts import TARGETS
 
 COUNT_KEYS = ("trainable_weights", "non_trainable_weights", "params", "seed_generators",
               "losses", "float32_layers")
@@ -41,14 +42,17 @@ def add_parser(sub):
                    help="an input's shape without the batch axis (repeat for several inputs); for a "
                         "loss or metric, the shape of y_true and y_pred. A model with inputs needs none")
     p.add_argument("--input-dtype", action="append", default=None, metavar="DTYPE",
-                   help="float32 (default) or an integer dtype (values in [0, 10)); one, or one per "
-                        "--input-shape")
+                   help="float32 (default), an integer dtype (values in [0, 10)) or string (words); "
+                        "one, or one per --input-shape")
+    p.add_argument("--target", dest="targets", choices=sorted(TARGETS), default=None,
+                   help="for a loss or metric, the targets it expects (by default, what its name "
+                        "declares: sparse, categorical, binary, else probability)")
     p.add_argument("--kind", choices=KINDS, default=None,
                    help="what the factory makes (by default, found from the object)")
     p.add_argument("--expect", type=_expectation, action="append", default=[], metavar="KEY=N",
                    help=f"an expected count ({', '.join(COUNT_KEYS)}); repeatable")
     p.add_argument("--skip", action="append", default=[], metavar="CHECK",
-                   help="report this check as skipped (repeatable)")
+                   help="report this check as skipped (repeatable); the checks after it still run")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run, check=_check_paths)
 
@@ -66,40 +70,46 @@ def _check_paths(args):
 
 
 def _inputs(args, make, kind):
-    """The component's inputs from --input-shape, or from a model's own inputs."""
+    """`(inputs, targets)`: the component's inputs from --input-shape, or from a model's own
+    inputs; for a loss or metric, the kind of targets they were made for."""
     import numpy as np
 
-    from spec_impl.contract.component import generate
+    from spec_impl.contract.component import generate, generate_targets, model_inputs
+    from spec_impl.contract.facts import target_kind
 
     shapes, dtypes = args.input_shape, args.input_dtype
     if shapes is None:
-        obj = make()
-        model_inputs = getattr(obj, "inputs", None) if kind in (None, "model") else None
-        if not model_inputs:
+        if kind not in (None, "model"):
             raise ValueError("--input-shape is needed: the component has no inputs of its own")
-        shapes = [tuple(t.shape[1:]) for t in model_inputs]
-        if any(d is None for s in shapes for d in s):
-            raise ValueError(f"--input-shape is needed: the model's inputs {shapes} have open sizes")
-        dtypes = dtypes or [str(t.dtype) for t in model_inputs]
+        shapes, found = model_inputs(make())
+        dtypes = dtypes or found
     for dtype in dtypes or ():
         try:
-            kind_code = np.dtype(dtype).kind
+            kind_code = "U" if dtype in ("string", "str") else np.dtype(dtype).kind
         except TypeError:
             kind_code = None
-        if kind_code not in ("f", "i", "u"):
-            raise ValueError(f"--input-dtype {dtype!r}: expected a float or integer dtype")
+        if kind_code not in ("f", "i", "u", "U"):
+            raise ValueError(f"--input-dtype {dtype!r}: expected a float or integer dtype, or string")
     if kind in ("loss", "metric"):
         if len(shapes) != 1:
-            raise ValueError("a loss or metric takes one --input-shape (that of y_true and y_pred)")
-        y_true = np.abs(generate(shapes, seed=1)) / 4  # small, non-negative targets
-        y_pred = 1 / (1 + np.exp(-generate(shapes, seed=2)))  # in (0, 1), as probabilities are
-        return [y_true.clip(0, 1).astype("float32"), y_pred.astype("float32")]
-    return generate(shapes, dtypes)
+            raise ValueError("a loss or metric takes one --input-shape (that of y_pred; y_true's "
+                             "follows from --target)")
+        targets = args.targets or target_kind(make())
+        if targets in ("categorical", "sparse", "classes") and shapes[0][-1] < 2:
+            raise ValueError(f"--target {targets} needs at least 2 classes on the last axis; "
+                             f"received --input-shape {','.join(map(str, shapes[0]))}")
+        if targets == "sequence" and len(shapes[0]) != 2:
+            raise ValueError("--target sequence takes --input-shape TIME,CLASSES")
+        return list(generate_targets(shapes[0], targets)), targets
+    if args.targets:
+        raise ValueError(f"--target is for a loss or metric, not a {kind or 'component'}")
+    return generate(shapes, dtypes), None
 
 
 def run(args):
-    """Run the contract on `args.target`; exit 0 when every check passes, 1 when one fails, 2
-    for a target or input that cannot be used."""
+    """Run the contract on `args.target`; exit 0 when every check passes, 1 when one fails (or
+    when every check but `construct` was skipped), 2 for a target or inputs that cannot be used
+    (inputs that do not fit the component's `call` included)."""
     import tensorflow as tf
 
     from spec_impl.contract import check_component, format_report
@@ -116,14 +126,14 @@ def run(args):
                 kind = kind_of(make())
             except Exception:
                 kind = None
-        inputs = _inputs(args, make, kind)
+        inputs, targets = _inputs(args, make, kind)
     except ValueError as error:
         print(f"spec-impl check: {error}", file=sys.stderr)
         return 2
     try:
         report = check_component(make, inputs, kind=kind, expect=dict(args.expect),
-                                 target=args.target, skip=tuple(args.skip))
-    except ValueError as error:  # a --skip that names no check
+                                 target=args.target, skip=tuple(args.skip), targets=targets)
+    except ValueError as error:  # a --skip that names no check, inputs that do not fit `call`
         print(f"spec-impl check: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
@@ -132,5 +142,6 @@ def run(args):
 
         write_atomic_text(args.json, json.dumps({
             "component": report.component, "kind": report.kind, "ok": report.ok,
-            "results": [r.__dict__ for r in report.results]}, indent=2) + "\n")
+            "seconds": report.seconds(), "results": [r.__dict__ for r in report.results]},
+            indent=2) + "\n")
     return 0 if report.ok else 1

@@ -12,6 +12,9 @@ from spec_impl.contract.core import KINDS
 BATCH = 4  # examples per generated batch: even, so that two replicas get two each
 INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): ids for an Embedding(>= 10, ...)
 SEED = 0
+# Generated string inputs: words drawn from this vocabulary, WORDS_PER_STRING to a string.
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog")
+WORDS_PER_STRING = 3
 
 
 def takes_dtype(make):
@@ -79,7 +82,8 @@ def kind_of(obj):
 
 def generate(shapes, dtypes=None, batch=BATCH, seed=SEED):
     """Arrays of `batch` examples for each per-example shape: floats from N(0, 1), integers in
-    [0, INT_HIGH). One shape gives one array, several give a list."""
+    [0, INT_HIGH), strings of `WORDS_PER_STRING` words of `WORDS` (dtype `"string"`). One shape
+    gives one array, several give a list."""
     rng = np.random.default_rng(seed)
     dtypes = list(dtypes or ["float32"] * len(shapes))
     if len(dtypes) == 1 and len(shapes) > 1:
@@ -90,11 +94,61 @@ def generate(shapes, dtypes=None, batch=BATCH, seed=SEED):
     arrays = []
     for shape, dtype in zip(shapes, dtypes, strict=True):
         full = (batch, *shape)
-        if np.dtype(dtype).kind in "iu":
+        if dtype in ("string", "str"):
+            words = rng.choice(WORDS, size=(*full, WORDS_PER_STRING))
+            arrays.append(np.array([" ".join(w) for w in words.reshape(-1, WORDS_PER_STRING)],
+                                   dtype=object).reshape(full).astype(str))
+        elif np.dtype(dtype).kind in "iu":
             arrays.append(rng.integers(0, INT_HIGH, size=full).astype(dtype))
         else:
             arrays.append(rng.standard_normal(full).astype(dtype))
     return arrays[0] if len(arrays) == 1 else arrays
+
+
+def generate_targets(shape, target="probability", batch=BATCH, seed=SEED):
+    """`(y_true, y_pred)` of `batch` examples of per-example `shape` for a loss or metric that
+    expects targets of the kind `target` (`spec_impl.contract.facts.TARGETS`); `"values"` gives
+    one array, for `update_state(values)`."""
+    rng = np.random.default_rng(seed)
+    full = (batch, *shape)
+    probabilities = (1 / (1 + np.exp(-rng.standard_normal(full)))).astype("float32")
+    if target == "values":
+        return (rng.standard_normal(full).astype("float32"),)
+    if target == "sequence":
+        steps, classes = shape
+        logits = rng.standard_normal(full)
+        rows = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+        return rng.integers(1, classes, size=(batch, steps // 2)).astype("int32"), rows
+    if target == "regression":
+        return rng.standard_normal(full).astype("float32"), rng.standard_normal(full).astype("float32")
+    if target in ("categorical", "sparse", "classes"):
+        classes = shape[-1]
+        ids = rng.integers(0, classes, size=full[:-1])
+        logits = rng.standard_normal(full)
+        rows = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+        if target == "sparse":
+            return ids.astype("int32"), rows
+        if target == "classes":
+            return ids.astype("int32"), rng.integers(0, classes, size=full[:-1]).astype("int32")
+        return np.eye(classes, dtype="float32")[ids], rows
+    if target == "binary":
+        return rng.integers(0, 2, size=full).astype("float32"), probabilities
+    return (np.abs(rng.standard_normal(full)) / 4).clip(0, 1).astype("float32"), probabilities
+
+
+def model_inputs(obj):
+    """`(shapes, dtypes)` of a model's own `keras.Input`s (without the batch axis).
+
+    Raises:
+        ValueError: `obj` has no inputs of its own, or they have open sizes.
+    """
+    found = getattr(obj, "inputs", None)
+    if not found:
+        raise ValueError("--input-shape is needed: the component has no inputs of its own")
+    shapes = [tuple(t.shape[1:]) for t in found]
+    if any(d is None for s in shapes for d in s):
+        raise ValueError(f"--input-shape is needed: the model's inputs {shapes} have open sizes")
+    return shapes, [str(t.dtype) for t in found]
 
 
 def map_arrays(fn, data):
@@ -117,7 +171,7 @@ class Context:
     """What the checks of one component share: the factory, the inputs, the objects built."""
 
     def __init__(self, make, inputs, *, kind=None, target=None, expect=None, label=None,
-                 train_target=None, loss="mse"):
+                 train_target=None, loss="mse", targets=None):
         if kind is not None and kind not in KINDS:
             raise ValueError(f"Expected a kind among {', '.join(KINDS)}. Received: kind={kind!r}")
         self.make = make
@@ -126,10 +180,13 @@ class Context:
         self.expect = dict(expect or {})
         self.label = label or self.target or getattr(make, "__qualname__", repr(make))
         self.train_target, self.loss = train_target, loss
+        self.targets = targets
         self.folder = None
         self.obj = None
         self._kind = kind
+        self._facts = None
         self.cache = {}
+        self.deferred = None  # a list: fresh-process reloads are collected there, run later
 
     @property
     def kind(self):
@@ -142,42 +199,81 @@ class Context:
         return self._kind
 
     @property
+    def facts(self):
+        """What the component declares (`spec_impl.contract.facts.Facts`), read once."""
+        from spec_impl.contract import facts
+
+        if self._facts is None:
+            obj = self.obj if self.obj is not None else self.make()
+            self.obj = obj
+            if self.kind in ("loss", "metric"):
+                self._facts = facts.loss_metric_facts(obj, self.targets)
+            else:
+                self._facts = facts.layer_facts(obj, self.inputs)
+        return self._facts
+
+    @property
     def batch(self):
         """The number of examples in the inputs."""
         return len(as_list(self.inputs)[0])
 
     def make_under(self, dtype):
         """A fresh object whose dtype policy is `dtype`: passed as `dtype=` when the factory
-        takes it, else through the global policy while it is made. Returns `(obj, how)`."""
-        from spec_impl.precision import global_policy
+        takes it, else through the global policy while it is made. Under float64 Keras's
+        `floatx` is float64 too, so that a Functional or Sequential model's `keras.Input`s
+        (float32 by default) are float64. Returns `(obj, how)`."""
+        from spec_impl.precision import global_floatx, global_policy
 
-        if takes_dtype(self.make):
-            return self.make(dtype=dtype), "dtype="
-        with global_policy(dtype):
-            return self.make(), "the global policy (the factory takes no dtype)"
+        with global_floatx("float64" if dtype == "float64" else None):
+            if takes_dtype(self.make):
+                return self.make(dtype=dtype), "dtype="
+            with global_policy(dtype):
+                return self.make(), "the global policy (the factory takes no dtype)"
 
     def call(self, obj, inputs, **kwargs):
-        """Call `obj` on `inputs` as its `call` takes them: a dict of `call`'s own argument names
-        as keywords, a list as positional arguments when `call` takes that many, else as one."""
-        import keras
-
-        if not isinstance(obj, keras.Model) and isinstance(inputs, (dict, list, tuple)):
-            try:
-                params = inspect.signature(obj.call).parameters
-            except (TypeError, ValueError):
-                params = {}
-            if isinstance(inputs, dict) and set(inputs) <= set(params):
-                return obj(**inputs, **kwargs)
-            required = [p for p in params.values() if p.default is p.empty
-                        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            if isinstance(inputs, (list, tuple)) and len(required) == len(inputs) > 1:
-                return obj(*inputs, **kwargs)
+        """Call `obj` on `inputs` as its `call` takes them (`Facts.call_style`): a dict of
+        `call`'s own argument names as keywords, a list as positional arguments, else as one."""
+        style = self.facts.call_style
+        if style == "keywords":
+            return obj(**inputs, **kwargs)
+        if style == "positional":
+            return obj(*inputs, **kwargs)
         return obj(inputs, **kwargs)
 
     def symbolic_inputs(self):
         import keras
 
         def spec(a):
-            return keras.Input(shape=np.shape(a)[1:], dtype=str(np.asarray(a).dtype))
+            dtype = np.asarray(a).dtype
+            return keras.Input(shape=np.shape(a)[1:], dtype="string" if dtype.kind in "US" else str(dtype))
 
         return map_arrays(spec, self.inputs)
+
+    def symbolic(self):
+        """The outputs of the component's first call, on `keras.Input`s (which builds it);
+        computed once, its error raised again to every check that reads it."""
+        if "symbolic" not in self.cache:
+            try:
+                self.cache["symbolic"] = (self.call(self.obj, self.symbolic_inputs()), None)
+            except Exception as error:
+                self.cache["symbolic"] = (None, error)
+        outputs, error = self.cache["symbolic"]
+        if error is not None:
+            raise error
+        return outputs
+
+    def eager(self):
+        """The component's outputs on the inputs (inference), computed once after its build."""
+        if "eager" not in self.cache:
+            self.symbolic()
+            with self.same_draws(self.obj):
+                self.cache["eager"] = self.call(self.obj, self.inputs, training=False)
+        return self.cache["eager"]
+
+    def same_draws(self, *objs):
+        """A context in which each of `objs` draws the random numbers the first draws at the
+        start: their seed generators (and `keras.random`'s global one) are set to the first's
+        states. A component without seed generators is unaffected."""
+        from spec_impl.contract.seeds import same_draws
+
+        return same_draws(*objs)

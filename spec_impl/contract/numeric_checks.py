@@ -24,6 +24,12 @@ FD_STEPS = (1e-6, 1e-7, 1e-8)
 FD_RTOL, FD_ATOL = 1e-5, 1e-7  # far above those errors, far below a wrong gradient's
 ROUNDOFF = 1e-15  # float64's 2.2e-16 times a few roundings in the sum of the outputs
 FD_PROBES = 12  # coordinates probed (spread over the inputs and weights); each costs two calls or more
+# A component that rounds to float32 inside (an FFT cast to float32) gives estimates at float64's
+# steps that disagree with one another (rounding ~ 1e-7 |s| / step). It is compared at larger
+# steps, with float32's rounding (a few 1.2e-7) and a 1 % tolerance: far below a wrong derivative
+# (a factor or a term off), far above the truncation error (step**2 times the third derivative).
+FD32_STEPS = (1e-2, 1e-3)
+FD32_RTOL, FD32_ATOL, ROUNDOFF32 = 1e-2, 1e-4, 1e-6
 
 
 def _agrees(tape_value, estimate, size, step):
@@ -33,44 +39,26 @@ def _agrees(tape_value, estimate, size, step):
     return abs(estimate - tape_value) <= bound
 
 
-def _central_difference(value, rebuild, var, index, step):
-    """`(s(x + step e_i) - s(x - step e_i)) / (2 step)` for the coordinate `index` of `var`,
-    and the magnitude of `s`."""
-    original = var.numpy()
-    bumped = []
-    for sign in (1, -1):
-        moved = original.copy()
-        moved[index] += sign * step
-        var.assign(moved)
-        bumped.append(float(value(rebuild())))
-    var.assign(original)
-    return (bumped[0] - bumped[1]) / (2 * step), max(1.0, abs(bumped[0]))
+def _agrees32(tape_value, estimate, size, step):
+    """`_agrees` at float32's rounding and tolerance."""
+    bound = FD32_ATOL + FD32_RTOL * abs(estimate) + ROUNDOFF32 * size / step
+    return abs(estimate - tape_value) <= bound
 
 
-def _matches_at_some_step(tape_value, value, rebuild, var, index):
-    """`(True, estimates)` when the tape's derivative matches central differences at one of
-    `FD_STEPS` (tried in order), else `(False, estimates)`."""
-    estimates = []
-    for step in FD_STEPS:
-        estimate, size = _central_difference(value, rebuild, var, index, step)
-        estimates.append(estimate)
-        if _agrees(tape_value, estimate, size, step):
-            return True, estimates
-    return False, estimates
-
-
-def _fd_failure(what, index, tape_value, estimates):
-    steps = " / ".join(f"{s:g}" for s in FD_STEPS)
+def _fd_failure(what, index, tape_value, estimates, steps, fix, note=""):
+    step_text = " / ".join(f"{s:g}" for s in steps)
     found = " / ".join(f"{e:.6g}" for e in estimates)
     return Failure(f"d {what}{[int(i) for i in index]} is {tape_value:.6g} by the tape and {found} by "
-                   f"central differences (float64, steps {steps})")
+                   f"central differences (float64, steps {step_text}), which agree with each "
+                   f"other: the derivative is wrong{note}", fix)
 
 
 def _new_batch(ctx, seed):
     """Inputs of the same shapes and dtypes as `ctx.inputs`, drawn anew."""
     def fresh(a):
         a = np.asarray(a)
-        return generate([a.shape[1:]], [a.dtype.name], batch=a.shape[0], seed=seed)
+        dtype = "string" if a.dtype.kind in "US" else a.dtype.name
+        return generate([a.shape[1:]], [dtype], batch=a.shape[0], seed=seed)
     return map_arrays(fresh, ctx.inputs)
 
 
@@ -95,24 +83,90 @@ def trace_bound(ctx):
     return f"0 traces on {NEW_BATCHES} new batches"
 
 
+def values_comparable(ctx):
+    """Whether the component's values can be compared call to call: `False` for a component
+    that draws from stateful random ops no seed generator resets (then only shapes are
+    compared). Computed once."""
+    from spec_impl.contract.seeds import draws_unseeded
+
+    if "comparable" not in ctx.cache:
+        ctx.cache["comparable"] = not draws_unseeded(
+            lambda obj: ctx.call(obj, ctx.inputs, training=False), ctx.obj)
+    return ctx.cache["comparable"]
+
+
+def draws_at_inference(ctx):
+    """Whether two inference calls in a row give other values (the component draws random
+    numbers even with `training=False`, as the guides' VAE `Sampling` does). Computed once."""
+    from spec_impl.contract.seeds import all_equal
+
+    if "draws" not in ctx.cache:
+        first = [np.asarray(t) for t in as_list(ctx.call(ctx.obj, ctx.inputs, training=False))]
+        second = [np.asarray(t) for t in as_list(ctx.call(ctx.obj, ctx.inputs, training=False))]
+        ctx.cache["draws"] = not all_equal(first, second)
+    return ctx.cache["draws"]
+
+
+def compare(ctx, got, want, what, rtol=0.0):
+    """`assert_outputs_equal`, or shapes alone for a component whose draws cannot be reset."""
+    if values_comparable(ctx):
+        assert_outputs_equal(got, want, what, rtol)
+        return
+    compare_shapes(got, want, what)
+
+
+def compare_shapes(got, want, what):
+    got_shapes = [tuple(np.shape(t)) for t in as_list(got)]
+    want_shapes = [tuple(np.shape(t)) for t in as_list(want)]
+    if got_shapes != want_shapes:
+        raise Failure(f"{what}: output shapes {got_shapes}, not {want_shapes}")
+
+
+UNSEEDED = ("values compared by shape: the layer draws from stateful random ops at every call "
+            "(give it a `keras.random.SeedGenerator` to have them compared)")
+
+
 @check("eager_function_xla", kinds=LAYERS, needs=("eager_call",),
        why="the layer gives the same outputs eagerly, in a tf.function and compiled by XLA "
-           "(the engine's modes)",
+           "(the engine's modes); XLA is left out, as `fit` leaves it out, for a layer that "
+           "declares `supports_jit = False`; a layer that draws random numbers draws the same "
+           "ones from the same seed-generator states",
        fix="replace the op XLA cannot compile (tf.py_function, tf.numpy_function, string ops, "
-           "outputs whose shape depends on values) or make the layer give the same math in graphs")
+           "outputs whose shape depends on values) or declare `supports_jit = False`, or make the "
+           "layer give the same math in graphs")
 def eager_function_xla(ctx):
     import tensorflow as tf
 
     obj = ctx.obj
-    eager = ctx.call(obj, ctx.inputs, training=False)
-    graph = tf.function(lambda x: ctx.call(obj, x, training=False))(ctx.inputs)
-    assert_outputs_equal(graph, eager, "tf.function against eager", COMPILED_RTOL)
-    try:
-        xla = tf.function(lambda x: ctx.call(obj, x, training=False), jit_compile=True)(ctx.inputs)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-        raise Failure(f"XLA cannot compile the layer: {first_line(error)[:240]}") from error
-    assert_outputs_equal(xla, eager, "XLA against eager", COMPILED_RTOL)
-    return f"within {COMPILED_RTOL:g} of the largest output"
+    with ctx.same_draws(obj) as draw:
+        eager = ctx.call(draw(obj), ctx.inputs, training=False)
+        graph = tf.function(lambda x: ctx.call(obj, x, training=False))
+        draw(obj)
+        compare(ctx, graph(ctx.inputs), eager, "tf.function against eager", COMPILED_RTOL)
+        if ctx.facts.no_jit:
+            names = ", ".join(ctx.facts.no_jit)
+            return (f"tf.function within {COMPILED_RTOL:g}; XLA left out: {names} declares "
+                    f"`supports_jit = False`")
+        try:
+            xla = tf.function(lambda x: ctx.call(obj, x, training=False), jit_compile=True)
+            draw(obj)
+            got = xla(ctx.inputs)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+            raise Failure(f"XLA cannot compile the layer: {first_line(error)[:240]}") from error
+        if not draws_at_inference(ctx):
+            compare(ctx, got, eager, "XLA against eager", COMPILED_RTOL)
+            return (f"within {COMPILED_RTOL:g} of the largest output"
+                    + ("" if values_comparable(ctx) else f"; {UNSEEDED}"))
+        # TensorFlow's stateless random ops choose their algorithm by device ("auto_select"),
+        # so XLA draws other numbers from the same seeds: XLA is compared with itself.
+        draw(obj)
+        again = xla(ctx.inputs)
+        compare(ctx, again, got, "XLA against XLA from the same seed-generator states")
+        compare_shapes(got, eager, "XLA against eager")
+    return (f"tf.function within {COMPILED_RTOL:g}; XLA draws its own numbers from the same "
+            f"seeds (TensorFlow's stateless random ops choose their algorithm by device): the "
+            f"same shapes, and the same values from the same states"
+            + ("" if values_comparable(ctx) else f"; {UNSEEDED}"))
 
 
 def _policy_fault(ctx, policy, allowed_float32):
@@ -127,9 +181,11 @@ def _policy_fault(ctx, policy, allowed_float32):
     label = f"made with {policy!r} through {how}"
     # An Input layer computes nothing; a Functional or Sequential sub-model takes no policy of its
     # own (its layers are checked one by one).
+    # Layers that compute in no float dtype (lookups and hashing map ids to ids) take no part.
     layers = [layer for layer in _private.sublayers(obj)
               if not isinstance(layer, keras.layers.InputLayer)
-              and (layer is obj or type(layer).__name__ not in GRAPH_MODELS)]
+              and (layer is obj or type(layer).__name__ not in GRAPH_MODELS)
+              and "float" in keras.backend.standardize_dtype(layer.compute_dtype)]
     if compute == variable:
         allowed_float32 = 0  # float64: the output layers too
     off = [layer.name for layer in layers if layer.compute_dtype != compute]
@@ -159,68 +215,271 @@ def _as_float64(inputs):
        fix="create every sub-layer with `dtype=self.dtype_policy` and pass `**kwargs` (with "
            "`dtype`) on to `super().__init__`")
 def dtype_policy(ctx):
-    allowed = ctx.expect.get("float32_layers", len(as_list(ctx.cache["eager"])) if ctx.kind == "model" else 0)
+    _computes_in_floats(ctx)
+    allowed = ctx.expect.get("float32_layers", len(as_list(ctx.eager())) if ctx.kind == "model" else 0)
+    checked, left_out = [], []
     for policy in ("float64", *MIXED):
+        missing = unavailable(ctx, policy)
+        if missing:
+            left_out.append(f"{policy} left out: {missing}")
+            continue
         fault = _policy_fault(ctx, policy, allowed)
         if fault:
             raise Failure(fault)
-    return ", ".join(("float64", *MIXED))
+        checked.append(policy)
+    return "; ".join([", ".join(checked), *left_out])
 
 
-def _scalar_function(ctx, obj):
-    """`s(inputs) = sum(output * R)` for fixed random `R`, in float64."""
+def _computes_in_floats(ctx):
+    """Skip unless the component computes in a float dtype under the default policy (a lookup
+    or hashing layer's dtype is that of the ids or strings it works on)."""
+    import keras
+
+    own = keras.backend.standardize_dtype(ctx.obj.compute_dtype)
+    if "float" not in own:
+        raise Skip(f"{type(ctx.obj).__name__} computes in {own} under the default policy (ids or "
+                   f"strings), not in a float dtype")
+
+
+def unavailable(ctx, policy):
+    """Why the component cannot run under `policy` on this device when TensorFlow itself has
+    no version of an op it runs for that dtype (3-D pooling in float64 or float16 on a CPU),
+    else `None`. Computed once per policy."""
+    key = f"unavailable {policy}"
+    if key not in ctx.cache:
+        reason = None
+        try:
+            obj, _ = ctx.make_under(policy)
+            ctx.call(obj, _as_float64(ctx.inputs) if policy == "float64" else ctx.inputs,
+                     training=False)
+        except Exception as error:
+            found = _private.lacks_kernel(error)
+            if found is None:
+                raise
+            reason = f"TensorFlow has no version of an op it runs for this dtype here ({found})"
+        ctx.cache[key] = reason
+    return ctx.cache[key]
+
+
+def _scalar_function(ctx, obj, draw, cast=True):
+    """`s(inputs) = sum(output * R)` for fixed random `R`, in float64 (of float64 inputs, unless
+    `cast` is False); every evaluation draws the same random numbers (`draw` resets the seed
+    generators)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(7)
-    outs = as_list(ctx.call(obj, _as_float64(ctx.inputs), training=False))
+    inputs = _as_float64(ctx.inputs) if cast else ctx.inputs
+    outs = as_list(ctx.call(draw(obj), inputs, training=False))
     factors = [tf.constant(rng.standard_normal(o.shape), tf.float64) for o in outs]
 
     def value(inputs):
-        outs = as_list(ctx.call(obj, inputs, training=False))
+        outs = as_list(ctx.call(draw(obj), inputs, training=False))
         return tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64) * f)
                          for o, f in zip(outs, factors, strict=True)])
     return value
 
 
-@check("finite_differences", kinds=LAYERS, needs=("dtype_policy",),
-       why="in float64 the tape's gradients (inputs and weights) match central finite differences",
-       fix="check each `tf.custom_gradient` and `tf.stop_gradient` in `call`")
-def finite_differences(ctx):
+def _graph(value, inputs):
+    """The graph of `value` traced on `inputs`."""
     import tensorflow as tf
 
+    return tf.function(value, autograph=False).get_concrete_function(inputs).graph
+
+
+def _low_precision_ops(graph):
+    """The types of the ops of `graph` (traced on float64 inputs) that compute in a narrower
+    float dtype: where a float64 component rounds to float32 inside."""
+    import tensorflow as tf
+
+    narrow = (tf.float32, tf.float16, tf.bfloat16, tf.complex64)
+    return sorted({op.type for op in graph.get_operations()
+                   if op.type not in ("Const", "Placeholder", "Identity", "ReadVariableOp")
+                   and any(out.dtype in narrow for out in op.outputs)})
+
+
+class _Coordinates:
+    """The float inputs (as tensors rebuilt from arrays) and trainable weights of a float64
+    component, one coordinate of which can be moved at a time."""
+
+    def __init__(self, inputs, weights):
+        self.structure = inputs
+        self.arrays = [np.array(a) for a in as_list(inputs)]
+        self.targets = [(f"input {i}", i) for i, a in enumerate(self.arrays) if a.dtype.kind == "f"]
+        self.targets += [(w.path, w) for w in weights]
+
+    def tensors(self):
+        """The inputs as fresh tensors, in their structure (`tape.watch` takes tensors; some
+        `keras.ops` refuse variables)."""
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in self.arrays]
+        if isinstance(self.structure, dict):
+            return dict(zip(self.structure, tensors, strict=True))
+        return tensors if isinstance(self.structure, (list, tuple)) else tensors[0]
+
+    def gradients(self, value):
+        """The tape's gradients of `value(inputs)` with respect to every target, as arrays."""
+        import tensorflow as tf
+
+        tensors = self.tensors()
+        flat = as_list(tensors)
+        with tf.GradientTape() as tape:
+            tape.watch([flat[t] for _, t in self.targets if isinstance(t, int)])
+            s = value(tensors)
+        sources = [flat[t] if isinstance(t, int) else t for _, t in self.targets]
+        grads = tape.gradient(s, sources)
+        return [np.zeros(tuple(src.shape)) if g is None else np.asarray(tf.convert_to_tensor(g))
+                for g, src in zip(grads, sources, strict=True)]
+
+    def shape(self, target):
+        return self.arrays[target].shape if isinstance(target, int) else tuple(target.shape)
+
+    def difference(self, value, target, index, step):
+        """The central difference of `value` along one coordinate, and `value`'s magnitude."""
+        bumped = []
+        for sign in (1, -1):
+            if isinstance(target, int):
+                original = self.arrays[target][index]
+                self.arrays[target][index] = original + sign * step
+                bumped.append(float(value(self.tensors())))
+                self.arrays[target][index] = original
+            else:
+                original = target.numpy()
+                moved = original.copy()
+                moved[index] += sign * step
+                target.assign(moved)
+                bumped.append(float(value(self.tensors())))
+                target.assign(original)
+        return (bumped[0] - bumped[1]) / (2 * step), max(1.0, abs(bumped[0]))
+
+
+def _consistent(estimates, steps):
+    """Whether central differences at several steps agree with each other within float64's
+    rounding; when they do not, the function itself rounds coarser than float64."""
+    values = [e for e, _ in estimates]
+    size = max(s for _, s in estimates)
+    bound = FD_ATOL + FD_RTOL * max(abs(v) for v in values) + ROUNDOFF * size / min(steps)
+    return max(values) - min(values) <= bound
+
+
+def _probe(coords, value, target, index, tape_value):
+    """`None` when the tape matches central differences at a step of `FD_STEPS` (tried in
+    order, stopping at the first match), else the estimates with `value`'s magnitudes."""
+    estimates = []
+    for step in FD_STEPS:
+        estimate, size = coords.difference(value, target, index, step)
+        estimates.append((estimate, size))
+        if _agrees(tape_value, estimate, size, step):
+            return None
+    return estimates
+
+
+def _probe32(coords, value, target, index, tape_value):
+    """`None` when the tape matches at one of float32's steps, else the estimates."""
+    estimates = []
+    for step in FD32_STEPS:
+        estimate, size = coords.difference(value, target, index, step)
+        estimates.append(estimate)
+        if _agrees32(tape_value, estimate, size, step):
+            return None
+    return estimates
+
+
+@check("finite_differences", kinds=LAYERS, needs=("dtype_policy",),
+       why="in float64 the tape's gradients (inputs and weights) match central finite "
+           "differences; a component that rounds to float32 inside (its estimates at the three "
+           "steps disagree with each other) is compared at float32's steps and tolerance",
+       fix="make the layer run in float64: compute in `self.compute_dtype` and create sub-layers "
+           "with `dtype=self.dtype_policy`")
+def finite_differences(ctx):
+    _computes_in_floats(ctx)
+    if not values_comparable(ctx):
+        raise Skip("the layer draws from stateful random ops at every call: no fixed function "
+                   "to differentiate")
+    missing = unavailable(ctx, "float64")
+    if missing:
+        return _float32_differences(ctx, missing)
     obj, _ = ctx.make_under("float64")
     inputs = _as_float64(ctx.inputs)
-    ctx.call(obj, inputs, training=False)
-    value = _scalar_function(ctx, obj)
-    float_inputs = [i for i, a in enumerate(as_list(inputs)) if np.asarray(a).dtype.kind == "f"]
-    tensors = [tf.Variable(np.asarray(a)) for a in as_list(inputs)]
+    with ctx.same_draws(obj) as draw:
+        value = _scalar_function(ctx, obj, draw)
+        coords = _Coordinates(inputs, obj.trainable_weights)
+        if not coords.targets:
+            raise Skip("neither float inputs nor trainable weights to differentiate")
+        return compare_gradients(coords, value, "(sum(output * R))")
 
-    def rebuild():
-        if isinstance(inputs, dict):
-            return dict(zip(inputs, tensors, strict=True))
-        return tensors if isinstance(inputs, (list, tuple)) else tensors[0]
 
-    targets = [(f"input {i}", tensors[i]) for i in float_inputs]
-    targets += [(w.path, w) for w in obj.trainable_weights]
-    if not targets:
-        raise Skip("neither float inputs nor trainable weights to differentiate")
-    with tf.GradientTape() as tape:
-        s = value(rebuild())
-    grads = tape.gradient(s, [t for _, t in targets])
+def compare_gradients(coords, value, what):
+    """Compare the tape's gradients of `value` with central differences at `FD_PROBES`
+    coordinates of `coords`; raise `Failure` for a wrong derivative, and return the detail.
+
+    A function whose graph computes in a narrower float than float64 (the detail names those
+    ops), or whose estimates at float64's steps disagree with each other, rounds to float32
+    inside: that coordinate is then compared at float32's steps and tolerance. A miss whose
+    estimates agree, in a graph all float64, is a wrong derivative.
+    """
+    grads = coords.gradients(value)
     rng = np.random.default_rng(11)
-    probes = 0
+    probes, rounded = 0, None
     for n in range(FD_PROBES):
-        (name, var), grad = targets[n % len(targets)], grads[n % len(targets)]
-        size = int(np.prod(var.shape))
+        (name, target), grad = coords.targets[n % len(coords.targets)], grads[n % len(grads)]
+        size = int(np.prod(coords.shape(target)))
         if not size:
             continue
-        index = np.unravel_index(int(rng.integers(size)), var.shape)
-        tape_value = 0.0 if grad is None else float(tf.convert_to_tensor(grad).numpy()[index])
-        matched, estimates = _matches_at_some_step(tape_value, value, rebuild, var, index)
+        index = np.unravel_index(int(rng.integers(size)), coords.shape(target))
+        tape_value = float(grad[index])
         probes += 1
-        if not matched:
-            raise _fd_failure(f"(sum(output * R)) / d {name}", index, tape_value, estimates)
+        missed = _probe(coords, value, target, index, tape_value)
+        if missed is None:
+            continue
+        graph = _graph(value, coords.tensors())
+        narrow = _low_precision_ops(graph)
+        if not narrow and _consistent(missed, FD_STEPS):
+            raise _fd_failure(f"{what} / d {name}", index, tape_value, [e for e, _ in missed],
+                              FD_STEPS, _fix_for(graph))
+        rounded = rounded or narrow or ["none found"]
+        again = _probe32(coords, value, target, index, tape_value)
+        if again is not None:
+            raise _fd_failure(f"{what} / d {name}", index, tape_value, again, FD32_STEPS,
+                              _fix_for(graph), f"; float64's estimates disagreed with each other, "
+                              f"as it rounds to float32 inside (ops {', '.join(rounded[:5])})")
+    if rounded:
+        return (f"{probes} coordinates; rounds to float32 inside (ops {', '.join(rounded[:5])}), "
+                f"so compared at float32's steps {' / '.join(f'{s:g}' for s in FD32_STEPS)}")
     return f"{probes} coordinates"
+
+
+def _float32_differences(ctx, why):
+    """Finite differences of the float32 component at float32's steps and tolerance, where
+    float64 cannot run (`why`)."""
+    obj = ctx.make()
+    with ctx.same_draws(obj) as draw:
+        value = _scalar_function(ctx, obj, draw, cast=False)
+        coords = _Coordinates(ctx.inputs, obj.trainable_weights)
+        if not coords.targets:
+            raise Skip("neither float inputs nor trainable weights to differentiate")
+        grads = coords.gradients(value)
+        rng = np.random.default_rng(11)
+        for n in range(FD_PROBES):
+            (name, target), grad = coords.targets[n % len(coords.targets)], grads[n % len(grads)]
+            index = np.unravel_index(int(rng.integers(int(np.prod(coords.shape(target))))),
+                                     coords.shape(target))
+            again = _probe32(coords, value, target, index, float(grad[index]))
+            if again is not None:
+                raise _fd_failure(f"(sum(output * R)) / d {name}", index, float(grad[index]), again,
+                                  FD32_STEPS, _fix_for(_graph(value, coords.tensors())),
+                                  f" (in float32: {why})")
+    return f"{FD_PROBES} coordinates in float32 at steps {' / '.join(f'{s:g}' for s in FD32_STEPS)} ({why})"
+
+
+def _fix_for(graph):
+    """The fix for a wrong derivative, naming only what the component's graph holds."""
+    found = _private.custom_gradients(graph)
+    if found:
+        return (f"check the `grad` function of the {found} `tf.custom_gradient`(s) that `call` "
+                f"runs")
+    return ("check where `call` stops or replaces gradients (`tf.stop_gradient`, "
+            "`ops.stop_gradient`, a value taken out of the tape through NumPy or a Python number)")
 
 
 def _two_devices():

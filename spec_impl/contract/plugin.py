@@ -11,8 +11,10 @@ fix, or skips with its reason::
         pass  # the check's verdict is applied after the body; `keras_contract` is its Result
 
 The marker takes the factory (a callable, or "module:factory") and either `inputs=` (arrays) or
-`input_shape=` (one shape, or a list for several inputs) with `input_dtype=`; and `kind=`,
-`expect=`, `skip=`, `train_target=`, `loss=` as `spec_impl.contract.check_component`. The
+`input_shape=` (one shape, or a list for several inputs) with `input_dtype=` (for a loss or
+metric: y_pred's shape, with targets of the kind `targets=` names or its name declares); and
+`kind=`, `expect=`, `skip=`, `train_target=`, `loss=`, `targets=` as
+`spec_impl.contract.check_component`. A check that warns passes its test. The
 contract runs once per marked test function; its checks share that run. `--spec-impl-cpu-devices
 N` splits the CPU into N logical devices before TensorFlow starts, so that the two-replica check
 runs without GPUs.
@@ -64,7 +66,14 @@ def _settings(marker):
             raise pytest.UsageError(f"@pytest.mark.{MARKER} needs inputs= or input_shape=")
         shapes = shape if isinstance(shape, list) else [shape]
         dtypes = dtype if isinstance(dtype, list) else ([dtype] if dtype else None)
-        inputs = generate([tuple(s) for s in shapes], dtypes)
+        if _kind(make, options) in ("loss", "metric"):
+            from spec_impl.contract import generate_targets
+            from spec_impl.contract.facts import target_kind
+
+            options.setdefault("targets", target_kind(make()))
+            inputs = list(generate_targets(tuple(shapes[0]), options["targets"]))
+        else:
+            inputs = generate([tuple(s) for s in shapes], dtypes)
     return make, inputs, options
 
 
