@@ -60,7 +60,7 @@ def run_layer_test(
         tmp_path: unused (the contract writes into its own temporary folder); kept for callers.
         expected_num_trainable_weights, expected_num_non_trainable_weights, expected_num_params:
             the expected counts, or `None`.
-        train_target, loss: the training step's targets (zeros shaped like the outputs by
+        train_target, loss: the training step's targets (N(0, 1) values shaped like the outputs by
             default) and loss.
         run_training_step: `False` to leave out the training step.
         mixed_precision: `False` to leave out the dtype-policy checks (and the float64

@@ -42,9 +42,10 @@ def check_component(make, inputs, *, kind=None, expect=None, target=None, label=
     Args:
         make: a callable returning a fresh component (a layer class, a factory function, or
             `lambda **kw: MyLayer(3, **kw)`; when it takes `dtype=`, the dtype checks pass it).
-        inputs: what the component is called on: an array, a list of arrays (several inputs, or
-            several positional arguments of `call`), a dict (of `call`'s argument names, or of a
-            model's input names); for a loss or metric, `(y_true, y_pred)`. `generate(shapes)`
+        inputs: what the component is called on: an array, a list of arrays (several positional
+            arguments of `call`, or one argument that takes a list, as `call`'s signature says),
+            a dict (of `call`'s argument names, or of a model's input names); for a loss or
+            metric, `(y_true, y_pred)` (`generate_targets` makes them). `generate(shapes)`
             makes them from per-example shapes. A layer's inputs need `BATCH` (4) examples, so
             that two replicas get two each.
         kind: `"layer"`, `"model"`, `"loss"` or `"metric"`; by default, what `make()` returns.
@@ -56,8 +57,9 @@ def check_component(make, inputs, *, kind=None, expect=None, target=None, label=
             when it is a module-level function or class.
         label: the component's name in the report.
         only, skip: check names to run alone, or to report as skipped.
-        train_target, loss: the targets and loss of the training step (zeros shaped like the
-            outputs and mean squared error by default; a compiled model keeps its own loss).
+        train_target, loss: the targets and loss of the training step (N(0, 1) values shaped
+            like the outputs and mean squared error by default; a compiled model keeps its own
+            loss).
         targets: for a loss or metric, the kind of targets its inputs are
             (`spec_impl.contract.facts.TARGETS`); by default, what its name declares.
         deferred: a list to queue the fresh-process reload in (its result is then `pending`;
