@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from contract_catalogue import CATALOGUE, MIRRORED, WARNINGS
+from contract_cli import card_statuses, run_check
 
 from spec_impl.contract import FAILED, OK, SKIPPED, check_component, check_names, format_report
 
@@ -117,29 +118,13 @@ def auc():
 '''
 
 
-def _command(args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(TESTS)])}
-    return subprocess.run([sys.executable, "-m", "spec_impl", "check", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def _statuses(stdout):
-    """`{check: status}` from a report card."""
-    found = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in (OK, FAILED, SKIPPED):
-            found[parts[1]] = parts[0]
-    return found
-
-
 @pytest.mark.slow
 def test_check_command_passes_a_user_layer_with_two_replicas_and_writes_json(tmp_path):
     (tmp_path / "user_layers.py").write_text(USER_MODULE)
-    done = _command(["user_layers:make_scale", "--input-shape", "5", "--expect",
+    done = run_check(["user_layers:make_scale", "--input-shape", "5", "--expect",
                      "trainable_weights=1", "--json", "card.json"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    statuses = _statuses(done.stdout)
+    statuses = card_statuses(done.stdout)
     assert statuses["mirrored"] == OK and statuses["fresh_process_reload"] == OK, done.stdout
     assert set(statuses.values()) <= {OK, SKIPPED}
     card = json.loads((tmp_path / "card.json").read_text())
@@ -150,9 +135,9 @@ def test_check_command_passes_a_user_layer_with_two_replicas_and_writes_json(tmp
 @pytest.mark.slow
 def test_check_command_fails_the_batch_dependent_layer_on_two_replicas_only(tmp_path):
     make, check, phrase = MIRRORED
-    done = _command([f"contract_catalogue:{make.__name__}", "--input-shape", "5"], tmp_path)
+    done = run_check([f"contract_catalogue:{make.__name__}", "--input-shape", "5"], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    statuses = _statuses(done.stdout)
+    statuses = card_statuses(done.stdout)
     assert [c for c, s in statuses.items() if s == FAILED] == [check], done.stdout
     assert phrase in done.stdout and "fix: " in done.stdout
 
@@ -169,7 +154,7 @@ def test_check_command_fails_the_batch_dependent_layer_on_two_replicas_only(tmp_
 ])
 def test_check_command_refuses_bad_input_with_exit_2(tmp_path, args, message):
     (tmp_path / "user_layers.py").write_text(USER_MODULE)
-    done = _command(args, tmp_path)
+    done = run_check(args, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
 

@@ -2,14 +2,12 @@
 guides', other public Keras libraries', Functional models) now passes, for the reason Keras
 declares; and the real faults those false alarms hid are still found."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import pytest
+from contract_cli import card_statuses, run_check
 from contract_public import MLPBlock, Sampling, StatefulSampling, TypedSampling
 
 from spec_impl.contract import (
@@ -165,6 +163,14 @@ def test_a_wrong_derivative_names_only_what_the_component_holds():
     assert plain["finite_differences"].status == OK  # an unused weight's zero gradient is right
 
 
+def test_a_policy_fault_of_a_wrapper_gets_a_wrappers_fix():
+    report = check_component(lambda **kw: L.TimeDistributed(L.Dense(3), **kw), SEQUENCES,
+                             only=("construct", "eager_call", "output_dtype", "dtype_policy"))
+    assert report["dtype_policy"].status == FAILED
+    assert report["dtype_policy"].fix.startswith("make the wrapped layer with the wrapper's policy")
+    assert "wraps a layer" in report["construct"].detail
+
+
 # The command.
 
 USER_MODULE = '''
@@ -197,22 +203,6 @@ def attention():
 '''
 
 
-def _command(args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(TESTS)]),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "spec_impl", "check", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def _statuses(stdout):
-    found = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in (OK, FAILED, SKIPPED, WARNING):
-            found[parts[1]] = parts[0]
-    return found
-
-
 @pytest.fixture
 def user_module(tmp_path):
     (tmp_path / "user_layers.py").write_text(USER_MODULE)
@@ -228,9 +218,9 @@ def user_module(tmp_path):
     (["user_layers:sparse_loss", "--input-shape", "4"], {"finite_differences": OK}),
 ], ids=["optional second argument", "strings", "integer output", "integer labels"])
 def test_check_command_takes_every_input_a_layer_takes(user_module, args, expect):
-    done = _command(args, user_module)
+    done = run_check(args, user_module)
     assert done.returncode == 0, done.stdout + done.stderr
-    statuses = _statuses(done.stdout)
+    statuses = card_statuses(done.stdout)
     assert FAILED not in statuses.values(), done.stdout
     for name, status in expect.items():
         assert statuses[name] == status, done.stdout
@@ -241,10 +231,10 @@ def test_check_command_takes_every_input_a_layer_takes(user_module, args, expect
 
 @pytest.mark.slow
 def test_skipping_a_check_others_read_turns_nothing_else_off(user_module):
-    done = _command(["user_layers:dense", "--input-shape", "5", "--skip", "state_in_build"],
+    done = run_check(["user_layers:dense", "--input-shape", "5", "--skip", "state_in_build"],
                     user_module)
     assert done.returncode == 0, done.stdout + done.stderr
-    statuses = _statuses(done.stdout)
+    statuses = card_statuses(done.stdout)
     assert statuses["state_in_build"] == SKIPPED
     assert statuses["symbolic_call"] == OK and statuses["finite_differences"] == OK
     assert "left out on request (the checks after it still run)" in done.stdout
@@ -254,7 +244,7 @@ def test_a_card_that_checked_nothing_is_not_a_pass(user_module):
     from spec_impl.contract import check_names
 
     skips = [a for name in check_names("layer")[1:] for a in ("--skip", name)]
-    done = _command(["user_layers:dense", "--input-shape", "5", *skips], user_module)
+    done = run_check(["user_layers:dense", "--input-shape", "5", *skips], user_module)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "nothing was checked: every check but `construct` was skipped" in done.stdout
 
@@ -271,7 +261,7 @@ def test_a_card_that_checked_nothing_is_not_a_pass(user_module):
      "--target sparse needs at least 2 classes on the last axis"),
 ], ids=["too few inputs", "too many inputs", "target of a layer", "one class"])
 def test_inputs_the_command_cannot_give_are_refused_with_exit_2(user_module, args, message):
-    done = _command(args, user_module)
+    done = run_check(args, user_module)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -61,14 +61,6 @@ def count_traces():
         tc._create_concrete_function = original
 
 
-def is_merge(layer):
-    """Whether `layer` is one of Keras's merge layers (`Add`, `Concatenate`, ...), which take a
-    list of inputs and combine their masks (Keras's `Merge` base class is not public)."""
-    from keras.src.layers.merging.base_merge import Merge
-
-    return isinstance(layer, Merge)
-
-
 def global_seed_generator():
     """The `SeedGenerator` that `keras.random` draws from when given no seed."""
     from keras.src.random.seed_generator import global_seed_generator as found

@@ -4,8 +4,8 @@ The checks assume nothing a component does not declare: how its `call` takes sev
 (its signature), whether it passes masks on (`supports_masking`, and whether its output keeps
 the axes a mask covers), whether XLA may compile it (`supports_jit`, on it and every layer
 inside), whether it overrides `build`, whether it draws random numbers (its seed generators),
-whether it wraps another layer or merges several inputs, whether it is a Functional or
-Sequential graph of layers, and what a loss or metric expects as targets. `Facts` is computed
+whether it wraps another layer, whether it is a Functional or Sequential graph of layers, and
+what a loss or metric expects as targets. `Facts` is computed
 once per component (`Context.facts`); a new kind of component means one new fact here, not
 edits across the checks.
 """
@@ -111,6 +111,24 @@ def target_kind(obj):
     return "probability"
 
 
+def describe(facts):
+    """The facts a card shows after the component's class, in a few words."""
+    words = {"one": "inputs as one argument", "positional": "inputs as positional arguments",
+             "keywords": "inputs as keyword arguments"}
+    found = [words[facts.call_style]] if facts.target is None else [f"{facts.target} targets"]
+    if facts.supports_masking:
+        found.append("supports masking")
+    if facts.no_jit:
+        found.append(f"no XLA ({', '.join(facts.no_jit)})")
+    if facts.seed_generators:
+        found.append(f"{facts.seed_generators} seed generator(s)")
+    if facts.wrapper:
+        found.append("wraps a layer")
+    if facts.graph_model:
+        found.append("a graph of layers")
+    return "; ".join(found)
+
+
 @dataclasses.dataclass(frozen=True)
 class Facts:
     """What a component declares (see the module's docstring).
@@ -124,7 +142,6 @@ class Facts:
         overrides_build: whether its class defines its own `build`.
         seed_generators: how many `keras.random.SeedGenerator`s it and its layers hold.
         wrapper: whether it wraps another layer (`keras.layers.Wrapper`).
-        merge: whether it merges several inputs into one (Keras's merge layers).
         graph_model: whether it is a Functional or Sequential model (whose dtype is its
             layers', and whose `keras.Input`s default to `floatx`).
         target: for a loss or metric, the kind of targets it expects (`TARGETS`).
@@ -137,7 +154,6 @@ class Facts:
     overrides_build: bool = False
     seed_generators: int = 0
     wrapper: bool = False
-    merge: bool = False
     graph_model: bool = False
     target: str = None
 
@@ -156,7 +172,6 @@ def layer_facts(obj, inputs):
         overrides_build=_overrides(obj, "build"),
         seed_generators=len(_private.seed_generators(obj)),
         wrapper=isinstance(obj, keras.layers.Wrapper),
-        merge=_private.is_merge(obj),
         graph_model=type(obj).__name__ in GRAPH_MODELS,
     )
 

@@ -29,7 +29,9 @@ def construct(ctx):
     if found != ctx.kind and not (ctx.kind == "layer" and found == "model"):
         raise Failure(f"the factory made a {type(obj).__name__} ({found or 'not a Keras object'}), "
                       f"not a {ctx.kind}", "return the component from the factory, or pass --kind")
-    return type(obj).__name__
+    from spec_impl.contract.facts import describe
+
+    return f"{type(obj).__name__} ({describe(ctx.facts)})"
 
 
 # Attributes Keras's own `build` wrapper and `__call__` set; a `build` that changes nothing else

@@ -225,9 +225,20 @@ def dtype_policy(ctx):
             continue
         fault = _policy_fault(ctx, policy, allowed)
         if fault:
-            raise Failure(fault)
+            raise Failure(fault, _policy_fix(ctx))
         checked.append(policy)
     return "; ".join([", ".join(checked), *left_out])
+
+
+def _policy_fix(ctx):
+    """The fix for a policy fault, for the kind of component in front of it."""
+    if ctx.facts.wrapper:
+        return ("make the wrapped layer with the wrapper's policy (`Wrapper(Inner(..., "
+                "dtype=policy), dtype=policy)`), or pass `dtype` on to it in your wrapper")
+    if ctx.facts.graph_model:
+        return ("make the model's layers under the policy (`keras.config.set_dtype_policy` "
+                "before building it, or `dtype=` on each layer)")
+    return None  # the check's own: sub-layers with `dtype=self.dtype_policy`
 
 
 def _computes_in_floats(ctx):
