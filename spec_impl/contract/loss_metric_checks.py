@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from spec_impl.contract.core import Failure, Skip, check
-from spec_impl.contract.numeric_checks import COMPILED_RTOL, _Coordinates, compare_gradients
+from spec_impl.contract.gradients import Coordinates, compare_gradients
+from spec_impl.contract.numeric_checks import COMPILED_RTOL
 from spec_impl.contract.saving_checks import assert_outputs_equal, missing_arguments, run_child
 
 NEW_BATCHES = 3
@@ -217,5 +218,5 @@ def finite_differences(ctx):
     if result.dtype != tf.float64:
         raise Skip(f"the loss computes in {result.dtype.name} on float64 inputs (its factory takes no "
                    f"dtype, or ignores it)")
-    return compare_gradients(_Coordinates(y_pred, []), lambda t: obj(y_true, t), "loss").replace(
+    return compare_gradients(Coordinates(y_pred, []), lambda t: obj(y_true, t), "loss").replace(
         "coordinates", "coordinates of y_pred", 1)
