@@ -258,7 +258,7 @@ def test_a_card_that_checked_nothing_is_not_a_pass(user_module):
     (["user_layers:dense", "--input-shape", "5", "--target", "sparse"],
      "--target is for a loss or metric, not a layer"),
     (["user_layers:sparse_loss", "--input-shape", "1"],
-     "--target sparse needs at least 2 classes on the last axis"),
+     "sparse targets need at least 2 classes on the last axis; received the shape (1,)"),
 ], ids=["too few inputs", "too many inputs", "target of a layer", "one class"])
 def test_inputs_the_command_cannot_give_are_refused_with_exit_2(user_module, args, message):
     done = run_check(args, user_module)

@@ -74,8 +74,7 @@ def _inputs(args, make, kind):
     inputs; for a loss or metric, the kind of targets they were made for."""
     import numpy as np
 
-    from spec_impl.contract.component import generate, generate_targets, model_inputs
-    from spec_impl.contract.facts import target_kind
+    from spec_impl.contract.component import generate, loss_inputs, model_inputs
 
     shapes, dtypes = args.input_shape, args.input_dtype
     if shapes is None:
@@ -94,13 +93,7 @@ def _inputs(args, make, kind):
         if len(shapes) != 1:
             raise ValueError("a loss or metric takes one --input-shape (that of y_pred; y_true's "
                              "follows from --target)")
-        targets = args.targets or target_kind(make())
-        if targets in ("categorical", "sparse", "classes") and shapes[0][-1] < 2:
-            raise ValueError(f"--target {targets} needs at least 2 classes on the last axis; "
-                             f"received --input-shape {','.join(map(str, shapes[0]))}")
-        if targets == "sequence" and len(shapes[0]) != 2:
-            raise ValueError("--target sequence takes --input-shape TIME,CLASSES")
-        return list(generate_targets(shapes[0], targets)), targets
+        return loss_inputs(make(), shapes[0], args.targets)
     if args.targets:
         raise ValueError(f"--target is for a loss or metric, not a {kind or 'component'}")
     return generate(shapes, dtypes), None

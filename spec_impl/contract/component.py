@@ -108,24 +108,32 @@ def generate(shapes, dtypes=None, batch=BATCH, seed=SEED):
 def generate_targets(shape, target="probability", batch=BATCH, seed=SEED):
     """`(y_true, y_pred)` of `batch` examples of per-example `shape` for a loss or metric that
     expects targets of the kind `target` (`spec_impl.contract.facts.TARGETS`); `"values"` gives
-    one array, for `update_state(values)`."""
+    one array, for `update_state(values)`.
+
+    Raises:
+        ValueError: `shape` cannot hold targets of that kind (one class; a sequence's shape
+            other than `(time, classes)`).
+    """
+    if target in ("categorical", "sparse", "classes", "sequence") and shape[-1] < 2:
+        raise ValueError(f"{target} targets need at least 2 classes on the last axis; "
+                         f"received the shape {tuple(shape)}")
+    if target == "sequence" and len(shape) != 2:
+        raise ValueError(f"sequence targets take a shape (time, classes); received {tuple(shape)}")
     rng = np.random.default_rng(seed)
     full = (batch, *shape)
     probabilities = (1 / (1 + np.exp(-rng.standard_normal(full)))).astype("float32")
+    logits = rng.standard_normal(full)
+    rows = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")  # sum to 1
     if target == "values":
         return (rng.standard_normal(full).astype("float32"),)
     if target == "sequence":
         steps, classes = shape
-        logits = rng.standard_normal(full)
-        rows = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
         return rng.integers(1, classes, size=(batch, steps // 2)).astype("int32"), rows
     if target == "regression":
         return rng.standard_normal(full).astype("float32"), rng.standard_normal(full).astype("float32")
     if target in ("categorical", "sparse", "classes"):
         classes = shape[-1]
         ids = rng.integers(0, classes, size=full[:-1])
-        logits = rng.standard_normal(full)
-        rows = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
         if target == "sparse":
             return ids.astype("int32"), rows
         if target == "classes":
@@ -134,6 +142,15 @@ def generate_targets(shape, target="probability", batch=BATCH, seed=SEED):
     if target == "binary":
         return rng.integers(0, 2, size=full).astype("float32"), probabilities
     return (np.abs(rng.standard_normal(full)) / 4).clip(0, 1).astype("float32"), probabilities
+
+
+def loss_inputs(obj, shape, targets=None):
+    """`(inputs, targets)` for the loss or metric `obj` on y_pred's per-example `shape`: the
+    arrays `generate_targets` makes for `targets`, or for the kind `obj`'s name declares."""
+    from spec_impl.contract.facts import target_kind
+
+    targets = targets or target_kind(obj)
+    return list(generate_targets(tuple(shape), targets)), targets
 
 
 def model_inputs(obj):

@@ -19,7 +19,6 @@ import warnings
 OK, FAILED, SKIPPED, WARNING = "ok", "FAILED", "skipped", "warning"
 NEEDS = "needs"  # the start of a skip's reason when a check it needs did not pass
 PENDING = "pending"  # queued work (`Deferred`); the caller that queued it fills the result in
-STATUSES = (OK, WARNING, FAILED, SKIPPED)
 KINDS = ("layer", "model", "loss", "metric")
 
 

@@ -252,7 +252,7 @@ def _masked(inputs):
            "True), or return a mask shaped like the output's leading axes from it")
 def masking(ctx):
     obj = ctx.obj
-    made = _private.get_mask(as_list(ctx.call(obj, ctx.inputs, training=False))[0])
+    made = _private.get_mask(as_list(ctx.eager())[0])
     if not ctx.facts.supports_masking and made is None:
         raise Skip("the layer neither supports masking nor makes a mask")
     if made is None and np.ndim(as_list(ctx.inputs)[0]) < MASKED_RANK:

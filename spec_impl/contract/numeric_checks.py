@@ -60,24 +60,26 @@ def values_comparable(ctx):
     """Whether the component's values can be compared call to call: `False` for a component
     that draws from stateful random ops no seed generator resets (then only shapes are
     compared). Computed once."""
-    from spec_impl.contract.seeds import draws_unseeded
+    from spec_impl.contract.seeds import calls_differ
 
     if "comparable" not in ctx.cache:
-        ctx.cache["comparable"] = not draws_unseeded(
-            lambda obj: ctx.call(obj, ctx.inputs, training=False), ctx.obj)
+        ctx.cache["comparable"] = not calls_differ(_infer(ctx), ctx.obj, reset=True)
     return ctx.cache["comparable"]
 
 
 def draws_at_inference(ctx):
     """Whether two inference calls in a row give other values (the component draws random
     numbers even with `training=False`, as the guides' VAE `Sampling` does). Computed once."""
-    from spec_impl.contract.seeds import all_equal
+    from spec_impl.contract.seeds import calls_differ
 
     if "draws" not in ctx.cache:
-        first = [np.asarray(t) for t in as_list(ctx.call(ctx.obj, ctx.inputs, training=False))]
-        second = [np.asarray(t) for t in as_list(ctx.call(ctx.obj, ctx.inputs, training=False))]
-        ctx.cache["draws"] = not all_equal(first, second)
+        ctx.cache["draws"] = calls_differ(_infer(ctx), ctx.obj, reset=False)
     return ctx.cache["draws"]
+
+
+def _infer(ctx):
+    """`obj -> obj(inputs)` in inference."""
+    return lambda obj: ctx.call(obj, ctx.inputs, training=False)
 
 
 def compare(ctx, got, want, what, rtol=0.0):

@@ -67,11 +67,9 @@ def _settings(marker):
         shapes = shape if isinstance(shape, list) else [shape]
         dtypes = dtype if isinstance(dtype, list) else ([dtype] if dtype else None)
         if _kind(make, options) in ("loss", "metric"):
-            from spec_impl.contract import generate_targets
-            from spec_impl.contract.facts import target_kind
+            from spec_impl.contract.component import loss_inputs
 
-            options.setdefault("targets", target_kind(make()))
-            inputs = list(generate_targets(tuple(shapes[0]), options["targets"]))
+            inputs, options["targets"] = loss_inputs(make(), shapes[0], options.get("targets"))
         else:
             inputs = generate([tuple(s) for s in shapes], dtypes)
     return make, inputs, options

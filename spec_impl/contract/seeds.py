@@ -6,7 +6,7 @@ eager, `tf.function`, XLA, a rebuilt copy and a reloaded file with every generat
 same state before each call, so that each call draws the same numbers; a component that still
 gives other values on a second call with its generators reset draws from stateful ops that no
 state can reset (`tf.random.normal`), and its values are compared by shape alone
-(`draws_unseeded`).
+(`calls_differ`).
 """
 
 import contextlib
@@ -41,14 +41,16 @@ def same_draws(*objs):
     yield draw
 
 
-def draws_unseeded(call, obj):
-    """Whether two calls `call(obj)` from the same generator states give other values (the
-    component draws from stateful random ops, which no state resets)."""
+def calls_differ(call, obj, reset):
+    """Whether two calls `call(obj)` in a row give other values: with `reset`, each from the
+    same generator states (then the component draws from stateful random ops, which no state
+    resets); without, as they come (then it draws random numbers at every call)."""
     import tensorflow as tf
 
     with same_draws(obj) as draw:
-        first = [np.asarray(t) for t in tf.nest.flatten(call(draw(obj)))]
-        second = [np.asarray(t) for t in tf.nest.flatten(call(draw(obj)))]
+        prepare = draw if reset else (lambda o: o)
+        first = [np.asarray(t) for t in tf.nest.flatten(call(prepare(obj)))]
+        second = [np.asarray(t) for t in tf.nest.flatten(call(prepare(obj)))]
     return not all_equal(first, second)
 
 

@@ -69,14 +69,6 @@ def inputs_of(component):
     return generate(shapes, dtypes)
 
 
-def _targets_inputs(component, obj):
-    from spec_impl.contract.component import generate_targets
-    from spec_impl.contract.facts import target_kind
-
-    target = component.target or target_kind(obj)
-    return generate_targets(component.shapes[0], target), target
-
-
 def run_deferred(queued):
     """Run the queued fresh-process reloads (`(job, compare)` pairs) in one child; returns, per
     job, the check's `Result` fields `(status, detail, cause, fix)`."""
@@ -100,6 +92,7 @@ def sweep(components, folder=None):
     """Run the contract on each catalogue entry; the fresh-process reloads run afterwards, all
     in one child process. Returns a list of `Swept`, in order."""
     from spec_impl.contract import check_component
+    from spec_impl.contract.component import loss_inputs
 
     with tempfile.TemporaryDirectory(prefix="spec_impl_sweep_") as made:
         root = folder or made
@@ -109,7 +102,8 @@ def sweep(components, folder=None):
             os.makedirs(sub, exist_ok=True)
             start = len(queued)
             if component.kind in ("loss", "metric"):
-                inputs, targets = _targets_inputs(component, component.factory())
+                inputs, targets = loss_inputs(component.factory(), component.shapes[0],
+                                              component.target)
             else:
                 inputs, targets = inputs_of(component), None
             report = check_component(component.factory, inputs, kind=component.kind,
