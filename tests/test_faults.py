@@ -120,6 +120,7 @@ PREEMPTION_POINTS = [
 def test_sigterm_checkpoints_at_that_step_and_the_rerun_is_bit_identical(
         mode, k, where, stopped_at, uninterrupted, tmp_path):
     folder = tmp_path / "checkpoints"
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what the process was started with
     with pytest.raises(TrainingPreempted) as info:
         run(mode, k, [SigtermAt(where)], checkpoint_dir=str(folder))
     epoch, step = stopped_at
@@ -129,7 +130,7 @@ def test_sigterm_checkpoints_at_that_step_and_the_rerun_is_bit_identical(
     assert str(info.value) == (f"Stopped by SIGTERM after epoch {epoch + 1}, step {step}: "
                                f"checkpoint {info.value.checkpoint} written; run again with the "
                                f"same checkpoint folder to resume from it.")
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored
     assert not (folder / LOCK_NAME).exists()  # the lock is released
     model, history = run(mode, k, checkpoint_dir=str(folder))
     reference, ref_history = uninterrupted[(mode, k)]

@@ -300,13 +300,32 @@ def test_another_precision_is_refused(tmp_path):
 
 # ---- Ctrl-C ----
 
-def test_sigint_checkpoints_at_the_step_and_resumes_bit_identical(uninterrupted, tmp_path):
+def _users_handler(signum, frame):
+    raise AssertionError("the user's own SIGINT handler was called during the run")
+
+
+# What SIGINT's handler is when a run starts: Python's default (a terminal), ignored (a process
+# started in the background, `cmd &` or `nohup`, which Python leaves ignored), or the user's own.
+PREVIOUS_SIGINT = {"default": signal.default_int_handler, "ignored": signal.SIG_IGN,
+                   "users-own": _users_handler}
+
+
+@pytest.fixture(params=list(PREVIOUS_SIGINT))
+def sigint_before(request):
+    """SIGINT's handler set to each `PREVIOUS_SIGINT` for the test, and put back after it."""
+    outside = signal.signal(signal.SIGINT, PREVIOUS_SIGINT[request.param])
+    yield PREVIOUS_SIGINT[request.param]
+    signal.signal(signal.SIGINT, outside)
+
+
+def test_sigint_checkpoints_at_the_step_and_resumes_bit_identical(uninterrupted, tmp_path,
+                                                                 sigint_before):
     with pytest.raises(TrainingPreempted) as info:
         run("function", 1, [SigtermAt(("batch", 1, 3), signal.SIGINT)], checkpoint_dir=str(tmp_path))
     assert (info.value.signal, info.value.exit_code) == (signal.SIGINT, INTERRUPTED_EXIT_CODE)
     assert str(info.value).startswith("Stopped by SIGINT after epoch 2, step 4: checkpoint ")
     assert position(tmp_path) == (1, 4)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is sigint_before  # restored, whatever it was
     model, _ = run("function", 1, checkpoint_dir=str(tmp_path))
     assert_same_state(model, uninterrupted[0])
 

@@ -65,8 +65,10 @@ class PreemptionWatch:
     `watch.signal` is the first signal received (or `None`). A watch inside another takes over
     a signal the outer one has received, and hands its own back to it at the end.
 
-    Outside the main thread Python cannot install signal handlers: the signals then keep their
-    usual effect.
+    At the end each signal's handler is put back to what it was, whatever it was: Python's
+    default, ignored (a process started in the background inherits SIGINT ignored), or the
+    user's own. Outside the main thread Python cannot install signal handlers, and a handler
+    installed outside Python could not be put back: those signals keep their usual effect.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -100,6 +102,8 @@ class PreemptionWatch:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
+                if signal.getsignal(signum) is None:  # not Python's: it could not be put back
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
                 outer = self._watch_of(self._previous[signum])
                 if outer is not None and self.signal is None:
