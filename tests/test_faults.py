@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -336,6 +337,47 @@ def test_skip_stops_after_max_skipped_consecutive_steps(tmp_path):
             pytest.warns(RuntimeWarning, match="Skipped 1 step"):
         run("function", 1, x=x, on_nan="skip", max_skipped=3, checkpoint_dir=str(tmp_path))
     assert tf.train.latest_checkpoint(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("mode, k", [("function", 1), ("eager", 1), ("xla", 2)])
+def test_an_epoch_whose_steps_were_all_skipped_reports_no_loss_never_a_perfect_one(mode, k, tmp_path):
+    # Every batch of the first epoch is non-finite, every one of the second is good: epoch 1
+    # trained on nothing. Keras's mean of no sample is 0.0, a perfect loss that
+    # ModelCheckpoint(save_best_only=True) would keep. No value, as fit reports an epoch
+    # without batches: the callback warns that `loss` is not available and keeps nothing.
+    x, y, _, _ = digits()
+    good = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    bad = tf.data.Dataset.from_tensor_slices((np.full_like(x, np.nan), y)).batch(BATCH)
+    data, steps = bad.concatenate(good), STEPS  # one iterator: epoch 1 bad, epoch 2 good
+    best = tmp_path / "best.weights.h5"
+    keep_best = keras.callbacks.ModelCheckpoint(str(best), monitor="loss", save_best_only=True,
+                                                save_weights_only=True)
+    weights = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    model = digits_mlp()
+    before = model.get_weights()
+    with warnings.catch_warnings(record=True) as caught:  # h5py's own DeprecationWarning too
+        warnings.simplefilter("always")
+        history = train(model, data, epochs=2, steps_per_epoch=steps, verbose=0, mode=mode,
+                        steps_per_execution=k, loss="sparse_categorical_crossentropy",
+                        optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"],
+                        on_nan="skip", max_skipped=2 * steps, callbacks=[keep_best, record])
+    epochs_warned = [str(w.message) for w in caught if "trained on no batch" in str(w.message)]
+    assert epochs_warned == ["Epoch 1 trained on no batch: on_nan='skip' left out every step it "
+                             "ran, so it reports no loss, accuracy (as fit reports an epoch "
+                             "without batches), not the 0.0 of an empty mean."]
+    assert history.epoch == [0, 1]
+    assert sorted(history.history) == ["accuracy", "loss"]
+    assert len(history.history["loss"]) == len(history.history["accuracy"]) == 1  # epoch 2's
+    assert np.isfinite(history.history["loss"][0]) and 0 < history.history["accuracy"][0] <= 1
+    for got, want in zip(weights[0], before, strict=True):  # epoch 1 changed nothing
+        np.testing.assert_array_equal(got, want)
+    # the best kept is epoch 2's, the only epoch that trained
+    reloaded = digits_mlp()
+    reloaded.load_weights(str(best))
+    for got, want in zip(reloaded.get_weights(), weights[1], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 class _OwnAssertion(keras.layers.Layer):

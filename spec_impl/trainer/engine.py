@@ -237,9 +237,10 @@ class Trainer:
             self._step_counts[steps] = tf.constant(steps, tf.int32)
         return self._step_counts[steps]
 
-    def evaluate(self, batches):
+    def evaluate(self, batches, epoch=None):
         """Run the test function over `batches` (`spec_impl.trainer.fit_data.Batches` or a batched
-        dataset); returns the `val_` logs as floats (`{}` for no batch)."""
+        dataset); returns the `val_` logs as floats (`{}` for no batch, with a warning that
+        names the `epoch`, from 0, when given)."""
         if not isinstance(batches, Batches):
             batches = Batches(batches)
         self.reset()
@@ -258,8 +259,9 @@ class Trainer:
                 if int(done) < call.steps:
                     break
         if last is None:
-            warnings.warn(f"`{batches.name}` ran out of data: it has no batch, so the evaluation "
-                          f"reports no loss or metrics (as fit).", stacklevel=2)
+            where = "" if epoch is None else f" after epoch {epoch + 1}"
+            warnings.warn(f"`{batches.name}` ran out of data: it has no batch, so the evaluation"
+                          f"{where} reports no loss or metrics (as fit).", stacklevel=2)
         return self.logs(last, prefix="val_")
 
     # ---- bookkeeping ----

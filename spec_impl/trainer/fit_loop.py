@@ -21,7 +21,7 @@ from spec_impl.trainer.checkpointing import TrainingCheckpoint, remove_leftovers
 from spec_impl.trainer.distribute import check_created_in_scope, chief_path
 from spec_impl.trainer.input_checks import check_input_shape, check_labels, check_old_call
 from spec_impl.trainer.lock import CheckpointLock
-from spec_impl.trainer.non_finite import raise_non_finite, warn_skipped
+from spec_impl.trainer.non_finite import raise_non_finite, unless_all_skipped, warn_skipped
 from spec_impl.trainer.preemption import PreemptionWatch, TrainingPreempted
 
 
@@ -166,11 +166,13 @@ class FitLoop:
             warnings.warn(f"`{train.name}` ran out of data: epoch {epoch + 1} trained on no "
                           f"batch and reports no loss or metrics (as fit).", stacklevel=3)
         logs = self.trainer.logs(last)
+        if last is not None and self.trainer.options.on_nan == "skip":
+            logs = unless_all_skipped(self.model, logs, epoch)
         if self.options.recalibrate_bn:
             recalibrate_batch_norm(self.model, train.dataset)
         if val is not None and _should_validate(epoch, self.fit.validation_freq):
             self.callbacks.on_test_begin()
-            val_logs = self.trainer.evaluate(val)
+            val_logs = self.trainer.evaluate(val, epoch=epoch)
             self.callbacks.on_test_end({k[len("val_"):]: v for k, v in val_logs.items()})
             logs.update(val_logs)
         return logs

@@ -5,6 +5,7 @@ in-graph check, and the errors and warnings the loop raises from the values the 
 import warnings
 
 from spec_impl.saving import non_finite_weights
+from spec_impl.trainer import keras_api
 
 NON_FINITE = "spec_impl: non-finite loss"  # the message of the in-graph finiteness check
 # The loss a step reports when its update made a weight non-finite although its loss and
@@ -49,3 +50,20 @@ def warn_skipped(checks, before, epoch, offset):
                       f"not applied and they are left out of the epoch's loss and metrics.",
                       RuntimeWarning, stacklevel=2)
     return now
+
+
+
+def unless_all_skipped(model, logs, epoch):
+    """An epoch's training `logs`, or none of them when `on_nan="skip"` left out every step it
+    ran: its loss tracker then counted no sample, and the mean of nothing that Keras's metrics
+    report (0.0, a perfect loss) would be kept as the best by `ModelCheckpoint` and
+    `EarlyStopping`. No value is what `fit` reports for an epoch without batches; a callback
+    that monitors the loss then warns that it is not available and keeps nothing (a NaN would
+    be kept by `ModelCheckpoint(save_best_only=True)` in a run's first epoch, which Keras
+    counts as an improvement whatever its value)."""
+    if float(keras_api.loss_tracker(model).count.numpy()) > 0:
+        return logs
+    warnings.warn(f"Epoch {epoch + 1} trained on no batch: on_nan='skip' left out every step it "
+                  f"ran, so it reports no {', '.join(logs)} (as fit reports an epoch without "
+                  f"batches), not the 0.0 of an empty mean.", RuntimeWarning, stacklevel=3)
+    return {}
