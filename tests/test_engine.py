@@ -20,6 +20,7 @@ from spec_impl.trainer.engine import Trainer
 
 N_TRAIN, BATCH = 100, 32  # 4 steps per epoch, the last one partial (4 samples)
 STEPS = -(-N_TRAIN // BATCH)
+SPARSE = "sparse_categorical_crossentropy"
 
 
 def quiet_train(model, data, **kwargs):
@@ -72,6 +73,65 @@ def test_loss_includes_model_losses(digits):
     assert_allclose(trainer.compiled_test_step((x[:BATCH], y[:BATCH]))[0], expected, rtol=1e-5)
 
 
+
+
+def _fit_reference(model, data, epochs=1, **compiling):
+    """Keras's `fit` from `model`'s weights, compiled with `compiling`: (history, weights)."""
+    reference = digits_mlp(32)
+    reference.set_weights(model.get_weights())
+    reference.compile(**compiling)
+    history = reference.fit(*data, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0)
+    return history.history, reference.get_weights()
+
+
+def _assert_as_fit(history, model, reference):
+    fit_history, fit_weights = reference
+    assert sorted(history) == sorted(fit_history)
+    for name, values in fit_history.items():
+        assert_allclose(history[name], values, atol=1e-6, err_msg=name)
+    for got, want in zip(model.get_weights(), fit_weights, strict=True):
+        assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("other, mode", [("Trainer", "function"), ("Trainer", "eager"),
+                                         ("Trainer", "xla"), ("train", "function"),
+                                         ("model.compile", "function")])
+def test_a_trainer_used_after_another_compiled_the_model_reports_its_own_loss(digits, other, mode):
+    # A second compile replaces the loss tracker, loss and metrics the first Trainer's traced
+    # steps read: without a re-trace, they update the old ones and the epoch reads the new,
+    # never updated, ones (loss 0.0, accuracy 0.0) while the weights still train.
+    data = digits[0]
+    model = digits_mlp(32)
+    first = Trainer(model, optimizer=keras.optimizers.SGD(0.1), loss=SPARSE, metrics=["accuracy"],
+                    mode=mode)
+    first.fit(*data, batch_size=BATCH, shuffle=False, verbose=0)
+    if other == "Trainer":
+        Trainer(model, optimizer="adam", loss=SPARSE, mode=mode).fit(
+            *data, batch_size=BATCH, shuffle=False, verbose=0)
+    elif other == "train":
+        quiet_train(model, data, optimizer="adam", loss=SPARSE, mode=mode)
+    else:
+        model.compile(optimizer="adam", loss=SPARSE)
+    reference = _fit_reference(model, data, optimizer=keras.optimizers.SGD(0.1), loss=SPARSE,
+                               metrics=["accuracy"])
+    history = first.fit(*data, batch_size=BATCH, shuffle=False, verbose=0).history
+    assert history["loss"][0] > 0.1
+    _assert_as_fit(history, model, reference)
+    assert model.optimizer is first.optimizer  # compiled again with the first Trainer's own
+
+
+def test_a_trainer_without_settings_follows_the_models_new_compile(digits):
+    # Made without compile settings, a Trainer uses the model's compile as it is now, as fit.
+    data = digits[0]
+    model = digits_mlp(32)
+    model.compile(optimizer="sgd", loss=SPARSE)
+    trainer = Trainer(model)
+    trainer.fit(*data, batch_size=BATCH, shuffle=False, verbose=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=SPARSE, metrics=["accuracy"])
+    reference = _fit_reference(model, data, optimizer=keras.optimizers.SGD(0.05), loss=SPARSE,
+                               metrics=["accuracy"])
+    _assert_as_fit(trainer.fit(*data, batch_size=BATCH, shuffle=False, verbose=0).history, model,
+                   reference)
 
 
 def test_tensorboard_scalars_per_batch_and_epoch(digits, tmp_path):

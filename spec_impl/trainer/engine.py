@@ -117,7 +117,9 @@ class Trainer:
 
     def _compile(self, settings):
         """`model.compile(**settings)` in the strategy's scope (optimizer slots and metric
-        totals are replica-aware variables), unless none is given and the model is compiled."""
+        totals are replica-aware variables), unless none is given and the model is compiled
+        (then the model's own compile is used, as it is now: `self._settings_given` is `None`)."""
+        self._settings_given = None
         with self.scope():
             if any(v is not None for v in settings.values()) or not self.model.compiled:
                 if settings["optimizer"] is None:
@@ -125,7 +127,31 @@ class Trainer:
                 if self.strategy is not None and not isinstance(settings["optimizer"], str):
                     check_optimizer_scope(settings["optimizer"], self.strategy)
                 self.model.compile(**settings)
+                # the optimizer compile made: a re-compile keeps it and its state
+                self._settings_given = {**settings, "optimizer": self.model.optimizer}
         self.optimizer = self.model.optimizer
+        self._compiled = keras_api.compile_state(self.model)
+
+    def _follow_compile(self):
+        """Before a pass: when the model was compiled again since this `Trainer` traced its
+        steps (by another `Trainer`, `train` or `model.compile`), the loss tracker, loss and
+        metrics those steps read are gone, and the model's `get_metrics_result` reads the new
+        ones, which they never update (a loss of 0.0). This `Trainer` then compiles the model
+        again with its own settings (its optimizer and its state kept), or, made without
+        settings, takes the model's new compile, as `fit` would; and traces its steps again."""
+        state = keras_api.compile_state(self.model)
+        if all(now is then for now, then in zip(state, self._compiled, strict=True)):
+            return
+        if self._settings_given is not None:
+            with self.scope():
+                self.model.compile(**self._settings_given)
+        self.optimizer = self.model.optimizer
+        self._compiled = keras_api.compile_state(self.model)
+        self._settings.clear()
+        self._per_mode.clear()
+        self.configure(self.mode, self.steps_per_execution)
+        if self.model.built:
+            self.build()
 
     def calibration(self, steps_per_epoch=None, total_steps=None):
         """A `spec_impl.trainer.auto.Calibration` for a run of epochs of `steps_per_epoch`
@@ -243,6 +269,7 @@ class Trainer:
         names the `epoch`, from 0, when given)."""
         if not isinstance(batches, Batches):
             batches = Batches(batches)
+        self._follow_compile()
         self.reset()
         iterator = self.iterator(batches.dataset)
         k, last = self.steps_per_execution, None
@@ -301,4 +328,5 @@ class Trainer:
         """
         fitting, loop = split(arguments, field_names(FitArguments), LOOP_OPTIONS, caller="fit")
         options = dataclasses.replace(self.options, **loop)
+        self._follow_compile()
         return FitLoop(self, FitArguments(**fitting), options).run(x, y)

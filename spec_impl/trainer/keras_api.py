@@ -11,7 +11,7 @@ from keras.src.backend.tensorflow.trainer import reduce_per_replica as _reduce_p
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
 
-__all__ = ["all_layers", "backup_initial_epoch", "compiled_loss", "data_adapter",
+__all__ = ["all_layers", "backup_initial_epoch", "compile_state", "compiled_loss", "data_adapter",
            "learning_rate_schedule", "loss_tracker", "optimizer_strategy", "reduce_per_replica",
            "symbolic_build", "train_validation_split", "unscale_loss_for_distribution"]
 
@@ -75,3 +75,10 @@ def learning_rate_schedule(optimizer):
     rate = getattr(optimizer, "_learning_rate", None)
     return rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
 
+
+
+def compile_state(model):
+    """What `compile` put on the model that a traced step reads: the optimizer, the loss
+    tracker, the compiled loss and the compiled metrics. A later `compile` replaces each."""
+    return (model.optimizer, getattr(model, "_loss_tracker", None),
+            getattr(model, "_compile_loss", None), getattr(model, "_compile_metrics", None))
