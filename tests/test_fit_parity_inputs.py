@@ -1,7 +1,9 @@
 """`train` against `fit` on the inputs `fit` takes beyond the parity table's rows: unbuilt
 `Sequential` models, data without targets, fixed batch sizes (a stateful RNN among them), models
 without trainable weights, `steps_per_epoch` over data that run out, `initial_epoch` with a
-checkpoint folder, empty data; and the old `train(model, (x, y))` call.
+checkpoint folder, empty data, the keras-io guides' `LogisticEndpoint` (targets as an input, a
+loss and a metric from inside `call`) and `CustomRNN` (a Python loop over time at a static batch
+size); and the old `train(model, (x, y))` call.
 
 Each row trains the same model from the same weights on the same batches with `fit` and with
 `train` (in each mode, against the same execution on `fit`'s side) and asserts the same history
@@ -85,6 +87,64 @@ def frozen():
     return model
 
 
+class LogisticEndpoint(keras.layers.Layer):
+    """The training guide's endpoint layer: the targets come in as an input, the layer adds
+    its loss and updates a metric inside `call`, and returns the softmax."""
+
+    def __init__(self, name=None):
+        super().__init__(name=name)
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.accuracy_fn = keras.metrics.BinaryAccuracy(name="accuracy")
+
+    def call(self, targets, logits, sample_weights=None):
+        self.add_loss(self.loss_fn(targets, logits, sample_weights))
+        self.accuracy_fn.update_state(targets, logits, sample_weights)
+        return keras.ops.softmax(logits)
+
+
+def guide_endpoint():
+    """Two inputs, the targets among them, compiled without a loss: `fit(data)` with no `y`."""
+    inputs = keras.Input((3,), name="inputs")
+    targets = keras.Input((10,), name="targets")
+    logits = _seeded(10)(inputs)
+    return keras.Model([inputs, targets], LogisticEndpoint(name="predictions")(targets, logits))
+
+
+class CustomRNN(keras.layers.Layer):
+    """The functional API guide's RNN: a Python loop over time from a state of zeros of the
+    static batch size (hence `batch_shape` on the model's input)."""
+
+    def __init__(self, units=32):
+        super().__init__()
+        self.units = units
+        self.projection_1 = _seeded(units, "tanh")
+        self.projection_2 = _seeded(units, "tanh")
+        self.classifier = _seeded(1)
+
+    def call(self, inputs):
+        outputs, state = [], keras.ops.zeros((inputs.shape[0], self.units))
+        for t in range(inputs.shape[1]):
+            state = self.projection_1(inputs[:, t, :]) + self.projection_2(state)
+            outputs.append(state)
+        return self.classifier(keras.ops.stack(outputs, axis=1))
+
+
+def guide_rnn():
+    inputs = keras.Input(batch_shape=(16, 10, 5))
+    conv = keras.layers.Conv1D(32, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=0))
+    return keras.Model(inputs, CustomRNN()(conv(inputs)))
+
+
+def _endpoint_data():
+    rng = np.random.default_rng(0)  # float64, as the guide's np.random.random
+    return {"inputs": rng.random((40, 3)), "targets": rng.random((40, 10))}, None, dict(batch_size=BATCH)
+
+
+def _rnn_data():
+    rng = np.random.default_rng(0)
+    return rng.random((64, 10, 5)), rng.random((64, 8, 1)), dict(batch_size=16)
+
+
 def _digits(n=N_TRAIN):
     x, y, x_val, y_val = digits_arrays(n)
     return x, y, x_val, y_val
@@ -165,7 +225,10 @@ ROWS = {
                             RAN_OUT, ["val_loss"]),
     "empty-validation-data": (unbuilt_sequential, dict(loss=SPARSE), _empty(validation=True),
                               RAN_OUT, ["loss"]),
+    "guide-LogisticEndpoint": (guide_endpoint, {}, _endpoint_data, None, ["accuracy", "loss"]),
+    "guide-CustomRNN": (guide_rnn, dict(loss="mse"), _rnn_data, None, ["loss"]),
 }
+GUIDE_ROWS = [row for row in ROWS if row.startswith("guide-")]
 
 
 def _run(loop, row, mode, k, **train_args):
@@ -193,6 +256,7 @@ def _run(loop, row, mode, k, **train_args):
 CASES = [pytest.param(row, *variant.values, id=f"{row}-{variant.id}", marks=variant.marks)
          for row in ROWS for variant in VARIANTS
          if not (row.startswith("steps_per_epoch") and variant.values[0][1] > 1)]
+CASES += [pytest.param(row, ("function", 4), id=f"{row}-function-k4") for row in GUIDE_ROWS]
 
 
 @pytest.mark.parametrize(("row", "variant"), CASES)
