@@ -25,8 +25,14 @@ def settings(request):
 
 @pytest.fixture(scope="session")
 def peak(settings):
-    """This machine's matmul GFLOP/s per compute dtype, measured once per run."""
-    return peaks() if settings.level != "smoke" else {"float32": None, "bfloat16": None}
+    """This machine's theoretical and best matmul GFLOP/s per compute dtype, once per run
+    (`spec_impl.bench.peaks`); at the smoke level the theoretical one alone (no matmul timed)."""
+    if settings.level != "smoke":
+        return peaks()[0]
+    from spec_impl.bench import theoretical_peak
+
+    gflops = theoretical_peak()["gflops"]
+    return {d: {"theoretical": gflops.get(d), "matmul": None} for d in ("float32", "bfloat16")}
 
 
 def quiet(_message):
@@ -34,11 +40,14 @@ def quiet(_message):
 
 
 def record(benchmark, rows=(), ratios=(), **extra):
-    """Put a measurement's rows and ratios into `extra_info`; check every ratio's record."""
+    """Put a measurement's rows and ratios into `extra_info`; check every ratio's record and
+    that no row runs above the theoretical peak of its compute dtype."""
     for ratio in ratios:
         assert set(ratio) == {"name", "workload", "value", "low", "high", "verdict", "rounds"}
         if ratio["low"] is None:  # too few rounds (--smoke): no interval, no verdict
             assert ratio["high"] is None and ratio["verdict"] is None
         else:
             assert ratio["low"] <= ratio["value"] <= ratio["high"] and ratio["verdict"] in VERDICTS
+    for row in rows:  # the theoretical peak bounds every step (tests/test_peak.py)
+        assert row.get("pct_of_peak") is None or row["pct_of_peak"] <= 100, row
     benchmark.extra_info.update({"rows": list(rows), "ratios": list(ratios), **extra})

@@ -199,8 +199,13 @@ def test_tables_print_each_ratio_with_its_interval_and_the_chart_is_relative_to_
              "verdict": "faster"}
     results = {
         "machine": {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x", "keras": "3.x",
-                    "device": "cpu", "date": "2026-11-23"},
+                    "device": "cpu", "date": "2026-11-23",
+                    "peak": {"cores": 2, "clock_ghz": 3.125, "clock_source": "cpu MHz",
+                             "flops_per_cycle": {"float32": 16, "bfloat16": 40},
+                             "units": {"float32": "AVX", "bfloat16": "X"},
+                             "gflops": {"float32": 100.0, "bfloat16": 250.0}}},
         "peak_gflops": {"float32": 100.0, "bfloat16": 250.0},
+        "best_matmul": {"float32": {"gflops": 80.0, "by": "numpy n=1024"}},
         "train_steps": [_row("w", "eager", 40.0), _row("w", "function", 4.0),
                         _row("w", "fit_k1", 5.0), _row("w", "loop_k8", 2.0),
                         _row("w", "fit_k8", 2.5)],
@@ -209,7 +214,9 @@ def test_tables_print_each_ratio_with_its_interval_and_the_chart_is_relative_to_
     }
     text = format_tables(results)
     assert "loop_k8 / fit_k8  0.80 [0.70, 0.90] faster" in text
-    assert "matmul peak float32 100.0, bfloat16 250.0 GFLOP/s" in text and "Test CPU" in text
+    assert ("Peak: float32 100.0 GFLOP/s (2 cores x 3.12 GHz x 16 FLOPs/cycle, AVX); bfloat16 "
+            "250.0 GFLOP/s (2 cores x 3.12 GHz x 40 FLOPs/cycle, X); clock from cpu MHz; best "
+            "matmul float32 80.0 (numpy n=1024) GFLOP/s") in text and "Test CPU" in text
     assert speedups(results)["w"] == {"eager": 5.0 / 40.0, "function": 5.0 / 4.0, "fit_k1": 1.0,
                                       "loop_k8": 5.0 / 2.0, "fit_k8": 2.0}
     path = plot(results, str(tmp_path / "speedup.png"))

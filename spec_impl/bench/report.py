@@ -9,13 +9,32 @@ def _fmt(value, pattern):
     return "-" if value is None else pattern.format(value)
 
 
+def peak_line(results):
+    """`Peak: float32 199.1 GFLOP/s (2 cores x 3.11 GHz x 32 FLOPs/cycle, AVX2 + FMA; clock
+    measured (dependent adds)), ...; best matmul float32 155.0 (numpy n=2048), ...`."""
+    theoretical = results.get("machine", {}).get("peak") or {}
+    parts = []
+    for dtype, gflops in (theoretical.get("gflops") or {}).items():
+        parts.append(f"{dtype} {gflops:.1f} GFLOP/s ({theoretical['cores']} cores x "
+                     f"{theoretical['clock_ghz']:.2f} GHz x "
+                     f"{theoretical['flops_per_cycle'][dtype]} FLOPs/cycle, "
+                     f"{theoretical['units'][dtype]})")
+    line = "Peak: " + ("; ".join(parts) if parts else theoretical.get("note", "not known"))
+    if theoretical.get("clock_source"):
+        line += f"; clock from {theoretical['clock_source']}"
+    matmul = results.get("best_matmul") or {}
+    if matmul:
+        line += "; best matmul " + ", ".join(f"{d} {m['gflops']:.1f} ({m['by']})"
+                                             for d, m in matmul.items()) + " GFLOP/s"
+    return line
+
+
 def _machine_line(results):
     m = results["machine"]
     line = (f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, "
             f"Keras {m['keras']}, device {m.get('device', 'cpu')}, {m.get('date', '')}")
-    peak = results.get("peak_gflops")
-    if peak:
-        line += "; matmul peak " + ", ".join(f"{d} {g:.1f}" for d, g in peak.items()) + " GFLOP/s"
+    if m.get("peak") or results.get("best_matmul"):
+        line += "\n" + peak_line(results)
     return line
 
 
@@ -56,14 +75,17 @@ def _step_table(rows, ratios, name):
              f"FLOPs/step, computes in {first.get('compute_dtype', 'float32')}, "
              f"{len(first.get('rounds_s_per_step', ()))} rounds)",
              f"  {'runner':<14}{'ms/step':>10}{'samples/s':>12}{'GFLOP/s':>10}{'% peak':>8}"
-             f"{'first call s':>14}{'peak MB':>9}{'spread':>8}"]
+             f"{'% matmul':>10}{'first call s':>14}{'peak MB':>9}{'spread':>8}"]
     for r in rows:
         noisy = "  noisy" if r.get("noisy") else ""
         lines.append(f"  {r['mode']:<14}{r['ms_per_step']:>10.3f}{r['samples_per_s']:>12.0f}"
                      f"{_fmt(r['gflops'], '{:.1f}'):>10}{_fmt(r['pct_of_peak'], '{:.0f}%'):>8}"
+                     f"{_fmt(r.get('pct_of_matmul'), '{:.0f}%'):>10}"
                      f"{_fmt(r.get('first_call_s'), '{:.2f}'):>14}"
                      f"{_fmt(_megabytes(r), '{:.0f}'):>9}"
                      f"{_fmt(r.get('spread_pct'), '{:.0f}%'):>8}{noisy}")
+    lines.append("  % peak: of the theoretical peak (cores x clock x FLOPs per cycle); % matmul: "
+                 "of the best matmul measured")
     lines.append(f"  peak MB: the process's resident memory (a GPU's own) in one untimed call; "
                  f"spread: interquartile range / median of the rounds (noisy above "
                  f"{NOISE_PCT:.0f} %)")
@@ -86,7 +108,8 @@ def format_tables(results):
         lines.append("Mixed precision: the function-mode step, interleaved with float32's")
         for r in results["precision"]:
             lines.append(f"  {r['workload']:<32}{r['ms_per_step']:>10.2f} ms/step, "
-                         f"{_fmt(r['pct_of_peak'], '{:.0f}%')} of the {r['compute_dtype']} peak")
+                         f"{_fmt(r['pct_of_peak'], '{:.0f}%')} of the {r['compute_dtype']} peak, "
+                         f"{_fmt(r.get('pct_of_matmul'), '{:.0f}%')} of its best matmul")
         for name in dict.fromkeys(r["workload"] for r in ratios
                                   if r["workload"].endswith(":precision")):
             lines += format_ratios(ratios, name)

@@ -4,9 +4,9 @@ Runners are callables that each run a fixed number of training steps and wait fo
 (`float(loss)`). `interleaved` warms every runner up outside the timed region (tracing, XLA
 compilation), then times them in alternation, round by round, so that a machine whose speed
 drifts during the run biases none; comparisons are the paired rounds' median ratios with a
-sign-test interval (`spec_impl.bench.stats`). FLOPs per step come from TensorFlow's profiler on
-the traced step; the machine's peak is a large matmul in each compute dtype, timed in the same
-run, so "% of peak" compares like with like.
+sign-test interval (`spec_impl.bench.stats`). FLOPs per step are counted on the traced step
+(`spec_impl.bench.flops`); the machine's peak is the theoretical one of its cores, clock and
+vector units, beside the best matmul the run measures (`spec_impl.bench.peak`).
 """
 
 import contextlib
@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from spec_impl.bench.flops import step_flops  # noqa: F401 (the bench's API)
+from spec_impl.bench.peak import best_matmul, theoretical_peak
 from spec_impl.bench.provenance import provenance
 from spec_impl.bench.settings import (
     BF16_FLAGS,
@@ -27,7 +29,6 @@ from spec_impl.bench.settings import (
     EVAL_BATCH,
     EVAL_SAMPLES,
     MIN_ROUNDS,
-    PEAK_MATMUL_N,
 )
 from spec_impl.bench.workloads import build_workload
 from spec_impl.trainer import Trainer, dataset_steps, schedule
@@ -185,11 +186,17 @@ def fit_runner(workload, dataset, steps_per_execution=1, jit_compile=False):
 
 def rates(seconds, batch_size, flops, peak):
     """The figures of one step that took `seconds`: ms/step, samples/s, and, where the step's
-    FLOPs are known, GFLOP/s and the share of the measured matmul `peak` (GFLOP/s)."""
+    FLOPs are known, GFLOP/s, its share of the theoretical peak (`pct_of_peak`) and of the best
+    matmul measured (`pct_of_matmul`); `peak` is one compute dtype's `{"theoretical": GFLOP/s,
+    "matmul": GFLOP/s}` (`peaks`), either `None` where unknown."""
     gflops = flops / seconds / 1e9 if flops else None
+    peak = peak or {}
+
+    def share(of):
+        return None if gflops is None or not peak.get(of) else 100 * gflops / peak[of]
+
     return {"ms_per_step": 1e3 * seconds, "samples_per_s": batch_size / seconds,
-            "gflops": gflops, "pct_of_peak": None if gflops is None or not peak
-            else 100 * gflops / peak}
+            "gflops": gflops, "pct_of_peak": share("theoretical"), "pct_of_matmul": share("matmul")}
 
 
 def tracing_count(trainer):
@@ -198,38 +205,18 @@ def tracing_count(trainer):
     return fn.experimental_get_tracing_count() if hasattr(fn, "experimental_get_tracing_count") else 0
 
 
-def step_flops(trainer, workload):
-    """Floating-point operations of one training step, from the profiler on a fixed-shape
-    trace, or `None` where the profiler cannot count the model's step."""
-    from tensorflow.python.profiler.model_analyzer import profile
-    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
-    from tensorflow.python.util import deprecation
-
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                  (workload.x, workload.y))
-    try:
-        graph = tf.function(trainer.train_step).get_concrete_function(specs).graph
-        options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
-        with deprecation.silence():  # the TF1 profiler warns of its own TF1 helpers
-            return int(profile(graph, options=options).total_float_ops) or None
-    except (ValueError, TypeError, tf.errors.OpError):
-        return None
-
-
-def peak_gflops(dtype="float32", n=PEAK_MATMUL_N, rounds=5):
-    """GFLOP/s of an n x n matmul in `dtype`: this machine's reference peak, measured now (a
-    CPU without bfloat16 instructions runs the bfloat16 one far slower)."""
-    a = tf.cast(tf.random.normal((n, n)), dtype)
-    b = tf.cast(tf.random.normal((n, n)), dtype)
-    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.cast(a @ b, tf.float32)))
-    seconds = median_seconds(lambda: float(matmul(a, b)), rounds)
-    return 2 * n**3 / seconds / 1e9
-
-
 def peaks(device="cpu"):
-    """`{compute dtype: peak GFLOP/s}`: float32 and bfloat16, and float16 on a GPU."""
+    """This run's peaks: `(per_dtype, theoretical, matmul)`, where `per_dtype` is `{compute
+    dtype: {"theoretical": GFLOP/s or None, "matmul": GFLOP/s}}` (float32 and bfloat16, and
+    float16 on a GPU) for `rates`, `theoretical` the `machine["peak"]` record
+    (`spec_impl.bench.peak.theoretical_peak`) and `matmul` the best matmuls measured
+    (`spec_impl.bench.peak.best_matmul`)."""
     dtypes = ("float32", "bfloat16", "float16") if device == "gpu" else ("float32", "bfloat16")
-    return {dtype: peak_gflops(dtype) for dtype in dtypes}
+    theoretical = theoretical_peak(device)
+    matmul = best_matmul(dtypes)
+    per_dtype = {d: {"theoretical": theoretical["gflops"].get(d), "matmul": matmul[d]["gflops"]}
+                 for d in dtypes}
+    return per_dtype, theoretical, matmul
 
 
 def eval_data(seed=0):

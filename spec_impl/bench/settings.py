@@ -28,7 +28,6 @@ USER_PLAN = (16, 7)
 STEPS_PER_EXECUTION = {"full": (1, 8, 32), "quick": (1, 8), "smoke": (1, 2)}
 SLOW_WORKLOADS = {"mini_inception": (1, 8)}
 EAGER_SHARE = 16  # the eager row runs 1/16 of a round's steps (it is 10-50x slower per step)
-PEAK_MATMUL_N = 2048
 EVAL_SAMPLES, EVAL_BATCH = 10_000, 32  # document 002's evaluation loop
 DOC_EVAL_SPEEDUP = 1.80 / 0.8  # document 002: 1.80 s eagerly, 0.8 s with tf.function
 SCALING = {"mnist_mlp": (1, 8, 32, 128, 256)}  # batch sizes (MiniInception's: its table)

@@ -1,7 +1,8 @@
 """What `spec-impl bench` measures, workload by workload, and the whole run.
 
 Each measurement builds its runners, times them interleaved (`runner.interleaved`) and returns
-rows (ms/step, samples/s, GFLOP/s, % of the peak of the row's compute dtype) and ratios, each
+rows (ms/step, samples/s, GFLOP/s, % of the theoretical peak and of the best matmul of the row's
+compute dtype) and ratios, each
 with an interval and a verdict (`stats.compare`). The pytest-benchmark suite calls the same
 functions with the same `BenchSettings`.
 """
@@ -16,6 +17,7 @@ from spec_impl._validation import MODES
 from spec_impl.bench import runner as timing
 from spec_impl.bench import stats
 from spec_impl.bench.provenance import SCHEMA_VERSION
+from spec_impl.bench.report import peak_line
 from spec_impl.bench.settings import (
     BF16_FLAGS,
     DISTRIBUTED_BATCH,
@@ -341,11 +343,13 @@ def run_suite(settings=None, device="cpu", models=None, log=print, on_table=None
     specs = models or [WorkloadSpec(name) for name in WORKLOADS
                        if not quick_skips(name, settings.level)]
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        peak = timing.peaks(device)
-        results = {"schema_version": SCHEMA_VERSION, "machine": timing.machine_info(device),
+        peak, theoretical, matmul = timing.peaks(device)
+        machine = {**timing.machine_info(device), "peak": theoretical}
+        results = {"schema_version": SCHEMA_VERSION, "machine": machine,
                    "level": settings.level, "selection": selection(settings, models),
-                   "peak_gflops": peak, "train_steps": [], "ratios": [], "complete": False}
-        log("peak: " + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
+                   "peak_gflops": theoretical["gflops"], "best_matmul": matmul,
+                   "train_steps": [], "ratios": [], "complete": False}
+        log(peak_line(results))
         if models is None and settings.level == "quick":
             results["not_timed"] = [
                 f"{name}: left out at --quick (a step takes about a second; the full run, or "
