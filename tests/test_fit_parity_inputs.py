@@ -259,15 +259,43 @@ CASES = [pytest.param(row, *variant.values, id=f"{row}-{variant.id}", marks=vari
 CASES += [pytest.param(row, ("function", 4), id=f"{row}-function-k4") for row in GUIDE_ROWS]
 
 
+# On data of unknown length, the call that finds the data exhausted runs part of `fit`'s step:
+# the ops that do not read the batch (the optimizer's step counter) run before the error ends
+# the call, so Adam's bias correction counts a step that never trained. `train` runs nothing on
+# that call: it equals `fit` on the same data of known length, where no such call is made.
+SAME_AS_FIT_OF = {"steps_per_epoch-unknown-length-run-out": "steps_per_epoch-data-run-out"}
+
+
 @pytest.mark.parametrize(("row", "variant"), CASES)
 def test_train_takes_what_fit_takes(row, variant):
     mode, k = variant
-    ours, theirs = _run("train", row, mode, k), _run("fit", row, mode, k)
+    ours, theirs = _run("train", row, mode, k), _run("fit", SAME_AS_FIT_OF.get(row, row), mode, k)
     assert sorted(theirs[0]) == ROWS[row][4]  # what fit reports, pinned
     assert_same_training(ours[:2], theirs[:2], atol=ATOL)
     assert ours[2] == theirs[2]
     if row == "initial_epoch":
         assert ours[2] == [2]
+
+
+@pytest.mark.parametrize("loop, iterations", [("fit", 8), ("train", 7)])
+def test_the_call_that_finds_unknown_length_data_exhausted_counts_no_step(loop, iterations):
+    # 4 batches, steps_per_epoch=3, 3 epochs: 3 + 1 + 3 = 7 steps train. fit's optimizer
+    # counts 8: its exhausted call in epoch 2 advanced the counter.
+    keras.utils.set_random_seed(0)
+    model = unbuilt_sequential()
+    data, _, args = _running_out_unknown_length()
+    optimizer = keras.optimizers.Adam(1e-2)
+    batches = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(1))
+    ends = []
+    with pytest.warns(UserWarning, match=RAN_OUT):
+        if loop == "fit":
+            model.compile(optimizer, loss=SPARSE)
+            model.fit(data, epochs=EPOCHS, verbose=0, shuffle=False, callbacks=[batches], **args)
+        else:
+            train(model, data, epochs=EPOCHS, verbose=0, optimizer=optimizer, loss=SPARSE,
+                  callbacks=[batches], **args)
+    assert len(ends) == 7
+    assert int(optimizer.iterations) == iterations
 
 
 def test_initial_epoch_with_a_fresh_checkpoint_folder_starts_there(tmp_path):

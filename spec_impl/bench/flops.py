@@ -65,7 +65,7 @@ def count_graph(graph):
                 _conv_gradient_flops(op) if op.type in CONV_GRADIENTS else registered)
             total += exact - registered
             products += exact
-    return total, products
+    return int(total), int(products)
 
 
 def step_flops(trainer, workload):

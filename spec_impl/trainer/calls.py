@@ -51,21 +51,47 @@ def schedule(steps, k, full=None, start=0):
         start += call.steps
 
 
+def _zeros_like_outputs(step, element_spec):
+    """Zeros of the structure `step` returns for a batch of `element_spec`, to start the
+    loop's logs with: read from a trace in a graph of its own that never runs (the compiled
+    step inside it is the one the loop calls, traced once for both)."""
+    specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape, s.dtype), element_spec)
+    outputs = tf.function(step).get_concrete_function(specs).structured_outputs
+    return tf.nest.map_structure(
+        lambda t: tf.zeros([0 if d is None else d for d in t.shape], t.dtype), outputs)
+
+
 def step_loop(step, after, mode):
     """`run(iterator, steps)`: up to `steps` (an int32 tensor) steps in one call, each followed
     by `after(loss, read_logs)`; returns how many ran and the last step's logs.
 
-    The first batch is read unconditionally (the logs' structure, which a model's own step
-    decides, is known once a step has run): on an exhausted iterator the call raises
+    The step is called at one place, inside the loop, as `fit`'s loop calls it: a stateful
+    random op in it (`tf.random.normal` in a model's own step) is one op whose state moves on
+    at every step. Two call sites would be two copies of it, each drawing the same stream from
+    the same seed: the second step of every call would redraw the first's noise.
+
+    The first batch is read unconditionally: on an exhausted iterator the call raises
     `tf.errors.OutOfRangeError` having run nothing, as `fit`'s does.
     """
 
+    def run_eagerly(iterator, steps):
+        done, logs = 0, None
+        while done < int(steps):
+            optional = iterator.get_next_as_optional() if done else None
+            if optional is not None and not optional.has_value():
+                break
+            loss, logs = step(iterator.get_next() if optional is None else optional.get_value())
+            after(loss, lambda: logs)  # noqa: B023
+            done += 1
+        return tf.constant(done, tf.int32), logs
+
     def run(iterator, steps):
-        loss, logs = step(iterator.get_next())
-        after(loss, lambda: logs)
-        done = tf.constant(1, tf.int32)
-        for _ in tf.range(steps - 1):
-            optional = iterator.get_next_as_optional()
+        _, logs = _zeros_like_outputs(step, iterator.element_spec)
+        optional = tf.experimental.Optional.from_value(iterator.get_next())
+        done = tf.constant(0, tf.int32)
+        for _ in tf.range(steps):
+            if done > 0:
+                optional = iterator.get_next_as_optional()
             if not optional.has_value():
                 break
             loss, logs = step(optional.get_value())
@@ -73,7 +99,7 @@ def step_loop(step, after, mode):
             done += 1
         return done, logs
 
-    return run if mode == "eager" else tf.function(run)
+    return run_eagerly if mode == "eager" else tf.function(run)
 
 
 def xla_program(one_step, per_step_logs):

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from spec_impl.saving import check_finite_weights, write_atomic_text
 from spec_impl.trainer import keras_api
+from spec_impl.trainer.randomness import warn_stateful_random_ops
 
 MAX_TO_KEEP = 3
 INDEX_NAME = "checkpoint"  # TensorFlow's index of a folder's checkpoints
@@ -149,6 +150,7 @@ class TrainingCheckpoint:
         self.trainer = trainer
         self.settings = dict(settings or {})
         self.lock = lock
+        self._randomness_checked = False
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.groups = {
@@ -181,6 +183,9 @@ class TrainingCheckpoint:
             CheckpointWriteError: the write failed; the previous checkpoint is still the latest.
         """
         self._check_finite(epoch, step)
+        if not self._randomness_checked:  # once: the step's ops do not change within a run
+            self._randomness_checked = True
+            warn_stateful_random_ops(self.trainer)
         if self.lock is not None:
             self.lock.verify()
         folder = self.write_directory

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from spec_impl._validation import MODES, check_choice, check_positive_int
-from spec_impl.options import LOOP_OPTIONS, FitArguments, TrainOptions, field_names, split
+from spec_impl.options import AUTO, LOOP_OPTIONS, FitArguments, TrainOptions, field_names, split
 from spec_impl.trainer import keras_api
 from spec_impl.trainer.auto import Calibration, candidates
 from spec_impl.trainer.calls import XLA_UNROLL, next_call, schedule, step_loop, xla_call, xla_program
@@ -40,6 +40,27 @@ from spec_impl.trainer.summaries import Summaries
 # MiniInception's group 17 % faster after a 165 s compilation.
 XLA_CPU_CONV_COST = ("ran the sequential CNN's steps 1.6-1.9x slower than mode='function' and "
                      "gained MiniInception 17 % after a 165 s compilation")
+
+
+NO_JIT = "declares that it cannot be compiled with XLA"
+
+
+def _without_xla(model, mode):
+    """`mode` as `fit` would run it for `model`: a model with a layer that declares
+    `supports_jit = False` (Keras's random augmentation layers, whose image ops have no XLA
+    kernel) runs `"xla"` as `"function"` with a warning, as `fit(jit_compile=True)` does, and
+    `"auto"` never times XLA for it."""
+    if mode not in ("xla", AUTO) or keras_api.model_supports_jit(model):
+        return mode, False
+    if mode == "xla":
+        layers = [f"{layer.name} ({type(layer).__name__})" for layer in keras_api.all_layers(model)
+                  if not layer.supports_jit] or [type(model).__name__]
+        warnings.warn(f"{type(model).__name__} {NO_JIT}: {', '.join(layers)} "
+                      f"{'sets' if len(layers) == 1 else 'set'} supports_jit=False. mode='xla' "
+                      f"runs as mode='function', as fit(jit_compile=True) runs it without XLA.",
+                      stacklevel=4)
+        return "function", False
+    return mode, True
 
 
 def _warn_if_slow_xla(model):
@@ -98,19 +119,22 @@ class Trainer:
                 f"`on_nan='skip'` needs the package's own train step, and "
                 f"{type(model).__name__} defines its own `train_step`: use on_nan='stop' (the "
                 f"run stops at a non-finite `loss` it returns). Received: on_nan='skip'")
-        self.candidates = candidates(self.options.mode, self.options.steps_per_execution,
-                                     self.strategy)
+        mode, no_xla = _without_xla(model, self.options.mode)
+        self.candidates = candidates(mode, self.options.steps_per_execution, self.strategy)
+        if no_xla:  # mode="auto" for a model that declares supports_jit=False
+            self.candidates = (tuple(m for m in self.candidates[0] if m != "xla"),
+                               self.candidates[1])
         self._compile(dict(optimizer=optimizer, loss=loss, metrics=metrics,
                            loss_weights=loss_weights, weighted_metrics=weighted_metrics))
         self.summaries = Summaries(self.options.log_dir)
         self.checks = StepChecks(self.summaries, self.options.on_nan, self.options.max_skipped)
         self.train_step, self.test_step = self.steps.train_step, self.steps.test_step  # raw
         self._step_counts = {}
-        self._train_spec = None
+        self._train_spec = self.data_spec = None
         self._settings = {}  # (mode, k) -> that setting's compiled functions
         self._per_mode = {}  # mode -> the steps and loops every k of that mode shares
         self.configure(self.candidates[0][0], self.candidates[1][0])
-        if self.options.mode == "xla":
+        if mode == "xla":
             _warn_if_slow_xla(model)
         if model.built:
             self.build()
@@ -215,6 +239,8 @@ class Trainer:
         metrics', and the optimizer's. A model with its own `train_step` creates what it
         needs in its first step, as under `fit` (a GAN has no `call` to build with, and
         optimizers of its own)."""
+        if element_spec is not None:
+            self.data_spec = element_spec  # the training batches' (what a step is traced for)
         if self.steps.custom_train_step:
             if element_spec is not None:
                 with self.scope():

@@ -10,8 +10,9 @@ import keras
 from keras.src.backend.tensorflow.trainer import reduce_per_replica as _reduce_per_replica
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
+from keras.src.trainers.trainer import model_supports_jit as _model_supports_jit
 
-__all__ = ["all_layers", "backup_initial_epoch", "compile_state", "compiled_loss", "data_adapter",
+__all__ = ["all_layers", "backup_initial_epoch", "compile_state", "model_supports_jit", "compiled_loss", "data_adapter",
            "learning_rate_schedule", "loss_tracker", "optimizer_strategy", "reduce_per_replica",
            "symbolic_build", "train_validation_split", "unscale_loss_for_distribution"]
 
@@ -82,3 +83,9 @@ def compile_state(model):
     tracker, the compiled loss and the compiled metrics. A later `compile` replaces each."""
     return (model.optimizer, getattr(model, "_loss_tracker", None),
             getattr(model, "_compile_loss", None), getattr(model, "_compile_metrics", None))
+
+
+def model_supports_jit(model):
+    """Whether `fit(jit_compile=True)` would compile `model` with XLA: every layer declares
+    `supports_jit` (and op determinism is off); else `fit` warns and runs without XLA."""
+    return _model_supports_jit(model)

@@ -1,0 +1,220 @@
+"""Randomness as `fit` draws it: models that draw in their own step or in their layers, trained
+by `train` and by `fit` from the same weights on the same batches.
+
+- a layer that declares `supports_jit = False` (Keras's random augmentation layers): `mode="xla"`
+  runs as `fit(jit_compile=True)` runs it, without XLA and with a warning; `mode="auto"` never
+  times XLA for it;
+- a stateful random op in a model's own `train_step` draws a new value at every step, at every
+  number of steps per call, as under `fit`.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spec_impl import train
+from spec_impl.testing import assert_same_training
+from spec_impl.trainer.engine import NO_JIT, Trainer
+
+BATCH, SAMPLES = 8, 32
+ATOL = 1e-6  # the same ops in the same order: only float32 round-off of fused kernels
+
+
+def _seeded(units, activation=None):
+    return keras.layers.Dense(units, activation=activation,
+                              kernel_initializer=keras.initializers.GlorotUniform(seed=0))
+
+
+def augmented_classifier():
+    """SimCLR's augmenter in front of a small classifier: `RandomTranslation` and `RandomZoom`
+    declare `supports_jit = False` (no XLA kernel for their projective transform)."""
+    return keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras.layers.RandomFlip("horizontal", seed=1),
+        keras.layers.RandomTranslation(0.1, 0.1, seed=2),
+        keras.layers.RandomZoom(0.2, seed=3),
+        keras.layers.Conv2D(4, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=0)),
+        keras.layers.GlobalAveragePooling2D(),
+        _seeded(3, "softmax")])
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return (rng.random((SAMPLES, 12, 12, 1)).astype("float32"),
+            rng.integers(0, 3, SAMPLES).astype("int32"))
+
+
+def _augmented_run(loop, k):
+    keras.utils.set_random_seed(0)
+    model = augmented_classifier()
+    x, y = _images()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if loop == "fit":
+            model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True,
+                          steps_per_execution=k)
+            history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        else:
+            history = train(model, x, y, optimizer="adam", loss="sparse_categorical_crossentropy",
+                            batch_size=BATCH, epochs=2, shuffle=False, verbose=0, mode="xla",
+                            steps_per_execution=k)
+    return (history.history, model.get_weights()), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_xla_on_a_model_that_declares_no_jit_runs_as_fit_runs_it(k):
+    (ours, our_warnings), (theirs, their_warnings) = _augmented_run("train", k), \
+        _augmented_run("fit", k)
+    assert "Model doesn't support `jit_compile=True`. Proceeding with `jit_compile=False`." \
+        in their_warnings
+    mine = [w for w in our_warnings if NO_JIT in w]
+    assert mine == [
+        "Sequential declares that it cannot be compiled with XLA: random_translation "
+        "(RandomTranslation), random_zoom (RandomZoom) set supports_jit=False. mode='xla' runs "
+        "as mode='function', as fit(jit_compile=True) runs it without XLA."]
+    assert_same_training(ours, theirs, atol=ATOL)
+
+
+def test_auto_never_times_xla_for_a_model_that_declares_no_jit():
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(augmented_classifier(), optimizer="adam",
+                      loss="sparse_categorical_crossentropy", mode="auto")
+    assert trainer.candidates[0] == ("function",)
+    keras.utils.set_random_seed(0)
+    plain = keras.Sequential([keras.Input((4,)), _seeded(2)])
+    assert Trainer(plain, loss="mse", mode="auto").candidates[0] == ("function", "xla")
+
+
+# ---- a model drawing in its own step ----
+
+class NoisyRegressor(keras.Model):
+    """A model whose own `train_step` adds noise from a stateful `tf.random.normal` (the GAN
+    examples' latent vectors) and reports its first value."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = _seeded(1)
+        self.tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, x):
+        return self.dense(x)
+
+    @property
+    def metrics(self):
+        return [self.tracker]
+
+    def train_step(self, data):
+        x, y = data
+        noise = tf.random.normal(tf.shape(y))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x) - y - noise))
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.tracker.update_state(loss)
+        return {"loss": self.tracker.result(), "noise": noise[0, 0]}
+
+
+class NoiseOfEachCall(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.noise = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.noise.append(float(logs["noise"]))
+
+
+def _noisy_run(loop, mode, k):
+    keras.utils.set_random_seed(0)
+    model = NoisyRegressor()
+    model(np.zeros((1, 3), "float32"))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(SAMPLES, 3)).astype("float32"), np.ones((SAMPLES, 1), "float32")
+    noise = NoiseOfEachCall()
+    if loop == "fit":
+        model.compile(optimizer="sgd", run_eagerly=mode == "eager", steps_per_execution=k)
+        history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                            callbacks=[noise])
+    else:
+        history = train(model, x, y, optimizer="sgd", batch_size=BATCH, epochs=2, shuffle=False,
+                        verbose=0, mode=mode, steps_per_execution=k, callbacks=[noise])
+    return (history.history, model.get_weights()), noise.noise
+
+
+@pytest.mark.parametrize("mode, k", [("function", 2), ("function", 4), ("eager", 2)])
+def test_a_stateful_random_op_in_a_models_step_draws_anew_at_every_step_of_a_call(mode, k):
+    # The noise the last step of each call drew, and the training it drove, equal fit's at the
+    # same k (fit calls the step at one place in its loop: one op, one stream).
+    (ours, our_noise), (theirs, their_noise) = _noisy_run("train", mode, k), \
+        _noisy_run("fit", mode, k)
+    assert len(set(our_noise)) == len(our_noise) == 2 * SAMPLES // BATCH // k
+    assert our_noise == pytest.approx(their_noise, abs=1e-6)
+    assert_same_training(ours, theirs, atol=ATOL)
+
+
+# ---- resumes ----
+
+class SeededNoisyRegressor(NoisyRegressor):
+    """The same model drawing with `keras.random` and a `SeedGenerator` (state in a variable
+    the model tracks, so a checkpoint holds it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seed_generator = keras.random.SeedGenerator(7)
+
+    def train_step(self, data):
+        x, y = data
+        noise = keras.random.normal(tf.shape(y), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x) - y - noise))
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.tracker.update_state(loss)
+        return {"loss": self.tracker.result(), "noise": noise[0, 0]}
+
+
+def _resumable_run(model_class, mode, k, callbacks=(), **kwargs):
+    keras.utils.set_random_seed(0)
+    model = model_class()
+    model(np.zeros((1, 3), "float32"))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(SAMPLES, 3)).astype("float32"), np.ones((SAMPLES, 1), "float32")
+    history = train(model, x, y, optimizer=keras.optimizers.Adam(1e-2), batch_size=BATCH,
+                    epochs=3, shuffle=False, verbose=0, mode=mode, steps_per_execution=k,
+                    callbacks=list(callbacks), **kwargs)
+    return model, history
+
+
+@pytest.mark.parametrize("mode, k", [("function", 1), ("eager", 1), ("xla", 2), ("function", 2)])
+def test_a_model_drawing_with_a_seed_generator_resumes_bit_identically_mid_epoch(mode, k, tmp_path):
+    from test_faults import SigtermAt, assert_same_state
+
+    from spec_impl.trainer.preemption import TrainingPreempted
+
+    reference, ref_history = _resumable_run(SeededNoisyRegressor, mode, k)
+    with pytest.raises(TrainingPreempted):
+        _resumable_run(SeededNoisyRegressor, mode, k, [SigtermAt(("batch", 1, 2))],
+                       checkpoint_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no stateful-op warning: nothing to say
+        model, history = _resumable_run(SeededNoisyRegressor, mode, k, checkpoint_dir=str(tmp_path))
+    assert_same_state(model, reference)
+    for name, values in history.history.items():
+        assert values == ref_history.history[name][-len(values):], name
+
+
+@pytest.mark.parametrize("mode", ["function", "eager"])
+def test_the_first_checkpoint_of_a_model_drawing_with_stateful_ops_warns_once(mode, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _resumable_run(NoisyRegressor, mode, 1, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    said = [str(w.message) for w in caught if "stateful random ops" in str(w.message)]
+    assert len(said) == 1  # three epochs, six checkpoints: one warning
+    assert said[0].startswith("NoisyRegressor's train step draws with stateful random ops, "
+                              "whose state no checkpoint holds: RandomStandardNormal (")
+    assert said[0].endswith("To resume exactly, draw with keras.random and a "
+                            "keras.random.SeedGenerator the model tracks, or with a "
+                            "tf.random.Generator it holds: their state is a variable, "
+                            "checkpointed with the rest.")
