@@ -112,7 +112,7 @@ class NoisyRegressor(keras.Model):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(self(x) - y - noise))
         gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
         self.tracker.update_state(loss)
         return {"loss": self.tracker.result(), "noise": noise[0, 0]}
 
@@ -170,7 +170,7 @@ class SeededNoisyRegressor(NoisyRegressor):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(self(x) - y - noise))
         gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
         self.tracker.update_state(loss)
         return {"loss": self.tracker.result(), "noise": noise[0, 0]}
 

@@ -12,9 +12,12 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.data_adapters import array_slicing, get_data_adapter
 from keras.src.trainers.trainer import model_supports_jit as _model_supports_jit
 
-__all__ = ["all_layers", "backup_initial_epoch", "compile_state", "model_supports_jit", "compiled_loss", "data_adapter",
-           "learning_rate_schedule", "loss_tracker", "optimizer_strategy", "reduce_per_replica",
-           "symbolic_build", "train_validation_split", "unscale_loss_for_distribution"]
+__all__ = [
+    "all_layers", "backup_initial_epoch", "compile_state", "compiled_loss", "data_adapter",
+    "learning_rate_schedule", "loss_tracker", "model_supports_jit", "optimizer_strategy",
+    "reduce_per_replica", "symbolic_build", "train_validation_split",
+    "unscale_loss_for_distribution",
+]
 
 
 def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
