@@ -244,7 +244,7 @@ class Trainer:
         if self.steps.custom_train_step:
             if element_spec is not None:
                 with self.scope():
-                    self.steps.create_variables(element_spec)
+                    self.steps.create_variables(element_spec, self.compiled_train_step)
             element_spec = None
         else:
             with self.scope():

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from spec_impl.trainer import keras_api
 from spec_impl.trainer.non_finite import WEIGHTS_OVERFLOWED
+from spec_impl.trainer.randomness import keep_random_state
 
 NO_TRAINABLE_WEIGHTS = "The model does not have any trainable weights."  # fit's warning
 
@@ -141,16 +142,28 @@ class Steps:
             return keras_api.reduce_per_replica(values, self.strategy)
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
 
-    def create_variables(self, element_spec):
+    def create_variables(self, element_spec, compiled=None):
         """Trace the model's own `train_step` once, running nothing, so that the variables its
         first step creates (its optimizers' slots) exist before a checkpoint is made or
-        restored. Called in the strategy's scope."""
+        restored. Called in the strategy's scope.
+
+        `compiled` is the compiled step the loop calls (`compiled(...).traced`, a
+        `tf.function`): tracing it here is the loop's own trace, reused by its first call,
+        so the model's step is traced as many times as under `fit` and a draw made when it is
+        traced (an op seed taken from NumPy) is `fit`'s. Without one (eager mode, a strategy)
+        the trace is made aside and the global NumPy and Python random states are put back
+        after it: it draws nothing the run would see."""
         specs = free_batch(element_spec) if self.free_batch else element_spec
+        traced = getattr(compiled, "traced", None)
+        if self.strategy is None and isinstance(traced, tf.types.experimental.PolymorphicFunction):
+            traced.get_concrete_function(specs)
+            return
         step = self.model.train_step
         if self.strategy is not None:  # traced per replica, where the step runs
             def step(data):
                 return self.strategy.run(self.model.train_step, args=(data,))
-        tf.function(step).get_concrete_function(specs)
+        with keep_random_state():
+            tf.function(step).get_concrete_function(specs)
 
     def optimizers(self):
         """The optimizers whose state a checkpoint keeps: the compiled one and any other the
