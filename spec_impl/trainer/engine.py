@@ -53,11 +53,13 @@ def _without_xla(model, mode):
     if mode not in ("xla", AUTO) or keras_api.model_supports_jit(model):
         return mode, False
     if mode == "xla":
-        layers = [f"{layer.name} ({type(layer).__name__})" for layer in keras_api.all_layers(model)
-                  if not layer.supports_jit] or [type(model).__name__]
-        warnings.warn(f"{type(model).__name__} {NO_JIT}: {', '.join(layers)} "
-                      f"{'sets' if len(layers) == 1 else 'set'} supports_jit=False. mode='xla' "
-                      f"runs as mode='function', as fit(jit_compile=True) runs it without XLA.",
+        layers = [f"{layer.name} ({type(layer).__name__})"
+                  for layer in [model, *keras_api.all_layers(model)] if not layer.supports_jit]
+        why = (f"{', '.join(layers)} {'sets' if len(layers) == 1 else 'set'} supports_jit=False"
+               if layers else "TensorFlow's op determinism is enabled, which Keras does not "
+                              "compile with XLA")
+        warnings.warn(f"{type(model).__name__} {NO_JIT}: {why}. mode='xla' runs as "
+                      f"mode='function', as fit(jit_compile=True) runs it without XLA.",
                       stacklevel=4)
         return "function", False
     return mode, True
