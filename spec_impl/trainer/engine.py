@@ -35,11 +35,11 @@ from spec_impl.trainer.step import Steps
 from spec_impl.trainer.step_checks import StepChecks
 from spec_impl.trainer.summaries import Summaries
 
-# Measured by `spec-impl bench` on a 2-core AMD EPYC (docs/benchmarks.md): XLA on a CPU ran the
-# sequential CNN's step 1.6x and its groups 1.7-1.9x slower than the function loop, and
-# MiniInception's group 17 % faster after a 165 s compilation.
-XLA_CPU_CONV_COST = ("ran the sequential CNN's steps 1.6-1.9x slower than mode='function' and "
-                     "gained MiniInception 17 % after a 165 s compilation")
+# Measured by `spec-impl bench` on a 2-core AMD EPYC (docs/benchmarks.md, 2026-12-07): XLA on a
+# CPU ran the sequential CNN's step and its groups 1.7x slower than the function loop, and
+# MiniInception's group no measurably faster (0.94 [0.77, 1.11]) after a 128 s compilation.
+XLA_CPU_CONV_COST = ("ran the sequential CNN's steps 1.7x slower than mode='function' and "
+                     "gained MiniInception nothing measurable after a 128 s compilation")
 
 
 NO_JIT = "declares that it cannot be compiled with XLA"
