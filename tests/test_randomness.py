@@ -129,9 +129,9 @@ class NoiseOfEachCall(keras.callbacks.Callback):
         self.noise.append(float(logs["noise"]))
 
 
-def _noisy_run(loop, mode, k):
+def _noisy_run(loop, mode, k, model_class):
     keras.utils.set_random_seed(0)
-    model = NoisyRegressor()
+    model = model_class()
     model(np.zeros((1, 3), "float32"))
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(SAMPLES, 3)).astype("float32"), np.ones((SAMPLES, 1), "float32")
@@ -146,12 +146,15 @@ def _noisy_run(loop, mode, k):
     return (history.history, model.get_weights()), noise.noise
 
 
-@pytest.mark.parametrize("mode, k", [("function", 2), ("function", 4), ("eager", 2)])
-def test_a_stateful_random_op_in_a_models_step_draws_anew_at_every_step_of_a_call(mode, k):
+@pytest.mark.parametrize("mode, k", [("function", 1), ("function", 2), ("function", 4),
+                                     ("eager", 1), ("eager", 2)])
+@pytest.mark.parametrize("drawn_by", ["stateful-op", "SeedGenerator"])
+def test_a_models_own_step_draws_anew_at_every_step_of_a_call_as_under_fit(drawn_by, mode, k):
     # The noise the last step of each call drew, and the training it drove, equal fit's at the
     # same k (fit calls the step at one place in its loop: one op, one stream).
-    (ours, our_noise), (theirs, their_noise) = _noisy_run("train", mode, k), \
-        _noisy_run("fit", mode, k)
+    model_class = {"stateful-op": NoisyRegressor, "SeedGenerator": SeededNoisyRegressor}[drawn_by]
+    (ours, our_noise), (theirs, their_noise) = _noisy_run("train", mode, k, model_class), \
+        _noisy_run("fit", mode, k, model_class)
     assert len(set(our_noise)) == len(our_noise) == 2 * SAMPLES // BATCH // k
     assert our_noise == pytest.approx(their_noise, abs=1e-6)
     assert_same_training(ours, theirs, atol=ATOL)
