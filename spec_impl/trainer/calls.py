@@ -55,7 +55,9 @@ def _zeros_like_outputs(step, element_spec):
     """Zeros of the structure `step` returns for a batch of `element_spec`, to start the
     loop's logs with: read from a trace in a graph of its own that never runs (the compiled
     step inside it is the one the loop calls, traced once for both)."""
-    specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape, s.dtype), element_spec)
+    specs = tf.nest.map_structure(  # unnamed; a distributed batch's spec as it is
+        lambda s: tf.TensorSpec(s.shape, s.dtype) if isinstance(s, tf.TensorSpec) else s,
+        element_spec)
     outputs = tf.function(step).get_concrete_function(specs).structured_outputs
     return tf.nest.map_structure(
         lambda t: tf.zeros([0 if d is None else d for d in t.shape], t.dtype), outputs)
