@@ -162,8 +162,7 @@ def test_check_command_refuses_bad_input_with_exit_2(tmp_path, args, message):
 PLUGIN_TESTS = '''
 import pytest
 
-BUILT_INS = [("dense", (5,), None), ("conv2d", (6, 6, 3), None), ("layer_normalization", (5,), None),
-             ("batch_normalization", (5,), None), ("dropout", (5,), None),
+BUILT_INS = [("dense", (5,), None), ("conv2d", (6, 6, 3), None), ("dropout", (5,), None),
              ("embedding", (6,), "int32"), ("multi_head_attention", [(3, 5), (4, 5)], None),
              ("mean_squared_error", (3,), None), ("auc", (1,), None)]
 
@@ -212,8 +211,8 @@ def test_plugin_runs_one_test_per_check_and_keras_built_ins_pass(tmp_path):
     failed = sorted(name for name, (outcome, _) in cases.items() if outcome == "failed")
     assert failed == ["test_broken[config_round_trip]"], done.stdout[-3000:]
     assert "fix: add `offset` to `get_config`" in cases["test_broken[config_round_trip]"][1]
-    for name in ("dense", "conv2d", "layer_normalization", "batch_normalization", "dropout",
-                 "embedding", "multi_head_attention"):
+    # one of each kind the plugin passes differently (every public Keras class: the sweep)
+    for name in ("dense", "conv2d", "dropout", "embedding", "multi_head_attention"):
         assert cases[f"test_{name}[mirrored]"][0] == "passed", cases[f"test_{name}[mirrored]"]
         assert cases[f"test_{name}[fresh_process_reload]"][0] == "passed"
         assert len([c for c in cases if c.startswith(f"test_{name}[")]) == len(check_names("layer"))

@@ -326,6 +326,8 @@ def test_sigint_checkpoints_at_the_step_and_resumes_bit_identical(uninterrupted,
     assert str(info.value).startswith("Stopped by SIGINT after epoch 2, step 4: checkpoint ")
     assert position(tmp_path) == (1, 4)
     assert signal.getsignal(signal.SIGINT) is sigint_before  # restored, whatever it was
+    if sigint_before is not signal.default_int_handler:
+        return  # the resume does not depend on the handler before: once is enough
     model, _ = run("function", 1, checkpoint_dir=str(tmp_path))
     assert_same_state(model, uninterrupted[0])
 
