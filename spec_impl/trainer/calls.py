@@ -72,6 +72,9 @@ def step_loop(step, after, mode):
     at every step. Two call sites would be two copies of it, each drawing the same stream from
     the same seed: the second step of every call would redraw the first's noise.
 
+    A step with `zero_logs()` (the package's own, whose logs are the model's metrics) gives the
+    loop's first logs without that trace.
+
     The first batch is read unconditionally: on an exhausted iterator the call raises
     `tf.errors.OutOfRangeError` having run nothing, as `fit`'s does.
     """
@@ -88,7 +91,8 @@ def step_loop(step, after, mode):
         return tf.constant(done, tf.int32), logs
 
     def run(iterator, steps):
-        _, logs = _zeros_like_outputs(step, iterator.element_spec)
+        logs = (step.zero_logs() if hasattr(step, "zero_logs")
+                else _zeros_like_outputs(step, iterator.element_spec)[1])
         optional = tf.experimental.Optional.from_value(iterator.get_next())
         done = tf.constant(0, tf.int32)
         for _ in tf.range(steps):

@@ -129,6 +129,9 @@ class Steps:
             return (self.nan_unless_finite_weights(loss) if updates else loss), logs
 
         with_logs.traced = traced
+        if not custom:  # its logs are the model's metrics: their zeros need no trace of the step
+            with_logs.zero_logs = lambda: tf.nest.map_structure(
+                tf.zeros_like, self.model.get_metrics_result())
         return with_logs
 
     def _run(self, step, data, custom):
