@@ -61,11 +61,15 @@ def test_no_matmul_runs_above_the_theoretical_peak(peak, dtype):
     assert measured["gflops"] <= peak["gflops"][dtype], measured
 
 
-def _graph_and_analytic(model, x, y, loss):
+def _step_graph(model, x, y, loss):
+    """The graph of the package's train step for the batch `(x, y)`."""
     trainer = Trainer(model, loss=loss, optimizer="adam")
     specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), (x, y))
-    graph = tf.function(trainer.train_step).get_concrete_function(specs).graph
-    return count_graph(graph), analytic_flops(model, x)
+    return tf.function(trainer.train_step).get_concrete_function(specs).graph
+
+
+def _graph_and_analytic(model, x, y, loss):
+    return count_graph(_step_graph(model, x, y, loss)), analytic_flops(model, x)
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
@@ -85,10 +89,7 @@ def test_the_profilers_own_count_overstates_a_valid_strided_convolution():
     from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
     workload = WorkloadSpec("sequential_cnn").build()
-    trainer = Trainer(workload.model, loss=workload.loss, optimizer="adam")
-    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                  (workload.x, workload.y))
-    graph = tf.function(trainer.train_step).get_concrete_function(specs).graph
+    graph = _step_graph(workload.model, workload.x, workload.y, workload.loss)
     options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
     profiler = profile(graph, options=options).total_float_ops
     total, _ = count_graph(graph)
